@@ -1,0 +1,109 @@
+"""Atomic artifact writing: a killed stage leaves the old file or the new one, never half of one.
+
+Every file is written under a temporary name in the same folder and renamed into place
+(`os.replace` is atomic on POSIX within one file system).
+"""
+import contextlib
+import csv
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from lidc.errors import LidcError
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path beside `path`; on success renames it onto `path`.
+
+    On an exception the temporary file is removed and `path` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_csv(path, rows, fieldnames):
+    """Writes dict rows to a CSV atomically; None becomes an empty cell."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fieldnames, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in fieldnames})
+
+
+def read_csv(path):
+    """Reads a CSV written by `write_csv` into a list of dicts of strings."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_json(path, obj):
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+        f.write("\n")
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def save_npz(path, **arrays):
+    """Saves arrays to an .npz atomically (uncompressed: the loaders memory-map or read it whole)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+# Only what the stages themselves pickle may come back out of a pickle: builtins, numpy arrays and
+# the project's record types. Anything else (os.system, subprocess, ...) is refused before it runs.
+_SAFE_BUILTINS = {"dict", "list", "tuple", "set", "frozenset", "str", "bytes", "int", "float",
+                  "bool", "complex", "slice", "range", "NoneType", "object"}
+_SAFE_NUMPY = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("numpy._core.numeric", "_frombuffer"),
+               ("numpy.core.numeric", "_frombuffer")}
+_SAFE_MODULES = ("lidc.records",)
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module == "builtins" and name in _SAFE_BUILTINS) or (module, name) in _SAFE_NUMPY \
+                or module in _SAFE_MODULES:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def save_pickle(path, obj):
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def load_pickle(path):
+    """Loads a pickle this project wrote; anything else raises LidcError naming the file."""
+    try:
+        with open(path, "rb") as f:
+            return _SafeUnpickler(f).load()
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # a tampered or truncated pickle can raise almost anything
+        raise LidcError(path, f"not a pickle written by this project ({e})") from None

@@ -1,0 +1,123 @@
+"""The records the stages pickle: DICOM slice headers and series, a radiologist's mark and its
+per-slice regions.
+
+Only the types here (with builtins and numpy arrays) may be loaded back from the project's
+pickles (see lidc.io.load_pickle), so a tampered pickle cannot run code.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Labels (ARCHITECTURE.md): one-hot vectors follow this order.
+NODULE, SMALL_NODULE, NON_NODULE = 0, 1, 2
+KIND_NAMES = {NODULE: "nodule >= 3 mm", SMALL_NODULE: "nodule < 3 mm",
+              NON_NODULE: "non-nodule >= 3 mm"}
+
+# Why a region gives no patch (an empty status means it does).
+UNMATCHED = "no slice with its SOP UID or within half a slice thickness of its z"
+OUTSIDE = "centroid outside the image"
+
+
+@dataclass
+class Roi:
+    """One slice of a mark: a contour (or a single point, or a non-nodule locus).
+
+    points are (row, col) pixel coordinates, 0-based from the top-left (XML y, x).
+    """
+    z: float
+    sop_uid: str
+    inclusion: bool
+    points: np.ndarray
+    slice_index: int | None = None
+    status: str = ""
+
+    @property
+    def centroid(self):
+        """(row, col) of the region: the area centroid of a contour, else the mean point."""
+        pts = self.points.astype(np.float64)
+        if len(pts) >= 3:
+            r, c = pts[:, 0], pts[:, 1]
+            r2, c2 = np.roll(r, -1), np.roll(c, -1)
+            cross = c * r2 - c2 * r
+            area = cross.sum() / 2.0
+            if abs(area) > 1e-9:
+                return (float(((r + r2) * cross).sum() / (6 * area)),
+                        float(((c + c2) * cross).sum() / (6 * area)))
+        return float(pts[:, 0].mean()), float(pts[:, 1].mean())
+
+    @property
+    def bbox(self):
+        """(row_min, col_min, row_max, col_max), inclusive."""
+        lo, hi = self.points.min(axis=0), self.points.max(axis=0)
+        return int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])
+
+
+@dataclass
+class Mark:
+    """One reader's mark of one lesion: a nodule (with its regions) or a non-nodule locus.
+
+    reader identifies the reading session: `<xml file stem>:<session position>` (most sessions
+    are anonymous, so the session, not the radiologist id, is the reader).
+    """
+    patient_id: str
+    series_uid: str
+    xml_file: str
+    reader: str
+    radiologist_id: str
+    label: int
+    nodule_id: str
+    rois: list
+    characteristics: dict = field(default_factory=dict)
+    mark_id: int = -1
+    lesion_id: int = -1
+    lesion_readers: int = 0
+
+    @property
+    def included(self):
+        """The regions that give patches: holes (inclusion FALSE) are not slices of their own."""
+        return [r for r in self.rois if r.inclusion]
+
+
+@dataclass
+class SliceHeader:
+    """What the index needs of one DICOM file, read without its pixels."""
+    path: str
+    modality: str
+    patient_id: str
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    z: float | None
+    instance_number: int
+    spacing: tuple
+    thickness: float | None
+    shape: tuple
+
+
+@dataclass
+class Series:
+    """One series' slices, sorted by z ascending, with what was dropped from it and why."""
+    patient_id: str
+    study_uid: str
+    series_uid: str
+    modality: str
+    slices: list
+    folders: list
+    problems: list = field(default_factory=list)  # (path, reason) of dropped files
+    warnings: list = field(default_factory=list)  # (path, reason) of kept oddities
+
+    @property
+    def spacing(self):
+        return self.slices[0].spacing if self.slices else None
+
+    @property
+    def shape(self):
+        return self.slices[0].shape if self.slices else None
+
+    @property
+    def thickness(self):
+        """SliceThickness, or the median z step where the header lacks it."""
+        if self.slices and self.slices[0].thickness:
+            return self.slices[0].thickness
+        steps = np.diff([s.z for s in self.slices])
+        return float(np.median(steps)) if len(steps) else None

@@ -1,0 +1,49 @@
+"""Per-unit results of a stage, kept so that a killed or repeated run does only what is left.
+
+Each unit of work (a folder, a series) is stored under WORK/.parts/STAGE/ as a pickle holding
+its key, a fingerprint of its inputs and its result; a unit whose inputs changed is redone.
+The folder may be deleted at any time: the next run redoes the work.
+"""
+import hashlib
+import shutil
+from pathlib import Path
+
+from lidc.io import load_pickle, save_pickle
+from lidc.errors import LidcError
+
+
+def fingerprint(*parts):
+    """A short stable hash of the reprs of `parts` (inputs that decide a unit's result)."""
+    h = hashlib.sha1()
+    for part in parts:
+        h.update(repr(part).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+class Parts:
+    """The stored unit results of one stage."""
+
+    def __init__(self, work, stage, force=False):
+        self.folder = Path(work) / ".parts" / stage
+        if force and self.folder.exists():
+            shutil.rmtree(self.folder)
+
+    def _path(self, key):
+        return self.folder / (hashlib.sha1(key.encode()).hexdigest()[:20] + ".pkl")
+
+    def load(self, key, fp):
+        """The stored result of `key` if its fingerprint is `fp`, else None."""
+        path = self._path(key)
+        if not path.exists():
+            return None
+        try:
+            stored = load_pickle(path)
+        except LidcError:
+            return None  # damaged part: redo the unit
+        if not isinstance(stored, dict) or stored.get("key") != key or stored.get("fp") != fp:
+            return None
+        return stored["result"]
+
+    def save(self, key, fp, result):
+        save_pickle(self._path(key), {"key": key, "fp": fp, "result": result})

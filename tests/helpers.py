@@ -1,0 +1,93 @@
+"""Small inputs the tests build themselves: CT slices from pydicom's real CT_small.dcm, LIDC XML."""
+import copy
+
+import numpy as np
+import pydicom
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+_TEMPLATE = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+SERIES_UID = "1.2.826.0.1.3680043.8.498.1"
+STUDY_UID = "1.2.826.0.1.3680043.8.498.2"
+
+
+def sop_uid(series_uid, k):
+    return f"{series_uid}.{k + 1}"
+
+
+def write_slice(path, z, k, series_uid=SERIES_UID, hu=None, instance=None, modality="CT",
+                spacing=None, slope=1, intercept=-1024):
+    """Writes a real CT file (CT_small.dcm's header) at height z; hu is a 128x128 HU image."""
+    ds = copy.deepcopy(_TEMPLATE)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop_uid(series_uid, k)
+    ds.SeriesInstanceUID, ds.StudyInstanceUID = series_uid, STUDY_UID
+    ds.PatientID = "LIDC-IDRI-9999"
+    ds.Modality = modality
+    ds.ImagePositionPatient = [-80.0, -80.0, float(z)]
+    ds.InstanceNumber = k + 1 if instance is None else instance
+    if spacing is not None:
+        ds.PixelSpacing = [spacing, spacing]
+    if hu is None:
+        hu = np.full((128, 128), -850, np.int16)
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    stored = np.rint((np.asarray(hu, np.float64) - intercept) / slope).astype(np.int16)
+    ds.PixelRepresentation = 1
+    ds.PixelData = stored.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def write_series(folder, z_values, series_uid=SERIES_UID, names=None, **kw):
+    """Writes one slice per z; `names` gives the file names (default 1-NNN.dcm, highest z first)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    order = np.argsort(-np.asarray(z_values))
+    names = names or {int(k): f"1-{rank + 1:03d}.dcm" for rank, k in enumerate(order)}
+    return [write_slice(folder / names[k], z, k, series_uid, **kw) for k, z in
+            enumerate(z_values)]
+
+
+def lidc_xml(sessions, series_uid=SERIES_UID, namespace=True, root="LidcReadMessage"):
+    """A LIDC read. sessions: lists of marks, each a dict:
+    {"kind": "nodule", "id": "1", "rois": [(z, sop, inclusion, [(x, y), ...]), ...], "malignancy": 4}
+    or {"kind": "non", "id": "n1", "z": z, "sop": sop, "xy": (x, y)}."""
+    ns = ' xmlns="http://www.nih.gov"' if namespace else ""
+    out = [f'<?xml version="1.0" encoding="UTF-8"?>\n<{root} uid="1.2.3"{ns}>',
+           f"<ResponseHeader><Version>1.8.1</Version><SeriesInstanceUid>{series_uid}"
+           f"</SeriesInstanceUid><StudyInstanceUID>{STUDY_UID}</StudyInstanceUID>"
+           "</ResponseHeader>"]
+    for marks in sessions:
+        out.append("<readingSession><annotationVersion>3.12</annotationVersion>"
+                   "<servicingRadiologistID>anon</servicingRadiologistID>")
+        out.extend(_mark(m) for m in marks)
+        out.append("</readingSession>")
+    out.append(f"</{root}>")
+    return "\n".join(out)
+
+
+def _mark(m):
+    if m["kind"] == "non":
+        x, y = m["xy"]
+        return (f"<nonNodule><nonNoduleID>{m['id']}</nonNoduleID><imageZposition>{m['z']}"
+                f"</imageZposition><imageSOP_UID>{m['sop']}</imageSOP_UID><locus><xCoord>{x}"
+                f"</xCoord><yCoord>{y}</yCoord></locus></nonNodule>")
+    chars = (f"<characteristics><malignancy>{m['malignancy']}</malignancy></characteristics>"
+             if "malignancy" in m else "")
+    rois = "".join(
+        f"<roi><imageZposition>{z} </imageZposition><imageSOP_UID>{sop}</imageSOP_UID>"
+        f"<inclusion>{'TRUE' if inc else 'FALSE'}</inclusion>"
+        + "".join(f"<edgeMap><xCoord>{x}</xCoord><yCoord>{y}</yCoord></edgeMap>" for x, y in pts)
+        + "</roi>" for z, sop, inc, pts in m["rois"])
+    return (f"<unblindedReadNodule><noduleID>{m['id']}</noduleID>{chars}{rois}"
+            "</unblindedReadNodule>")
+
+
+def square(cx, cy, half):
+    """A closed square outline (x, y) around (cx, cy), one point per pixel like LIDC edge maps."""
+    xs = list(range(cx - half, cx + half + 1))
+    ys = list(range(cy - half, cy + half + 1))
+    return ([(x, cy - half) for x in xs] + [(cx + half, y) for y in ys[1:]] +
+            [(x, cy + half) for x in reversed(xs[:-1])] + [(cx - half, y) for y in reversed(ys[1:-1])])
+
+
+def new_uid():
+    return generate_uid()

@@ -1,0 +1,1 @@
+"""Thin command-line stages: parse options, call `lidc`/`nets`/`training`, write artifacts."""

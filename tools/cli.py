@@ -1,0 +1,147 @@
+"""What every command shares: the common options, the exit codes, progress bars, worker pools.
+
+Exit codes (ARCHITECTURE.md): 0 the work was done (skipped inputs are reported, not fatal),
+2 a usage error (argparse), 1 the command could not run at all.
+"""
+import argparse
+import multiprocessing
+import os
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from lidc.errors import LidcError
+
+DEFAULT_ROOT = Path("data/LIDC-IDRI")
+DEFAULT_WORK = Path("data/work")
+DEFAULT_RUNS = Path("runs")
+
+
+def parser(description, *options):
+    """An ArgumentParser with the named common options ('root', 'work', 'runs', 'workers',
+    'seed', 'force'), each with the name, meaning and default of the command-line contract."""
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    common = {
+        "root": lambda: p.add_argument("--root", type=Path, default=DEFAULT_ROOT,
+                                       help="the LIDC root in TCIA layout"),
+        "work": lambda: p.add_argument("--work", type=Path, default=DEFAULT_WORK,
+                                       help="where the stages read and write their artifacts"),
+        "runs": lambda: p.add_argument("--runs", type=Path, default=DEFAULT_RUNS,
+                                       help="where training runs live, one folder per --name"),
+        "workers": lambda: p.add_argument("--workers", type=int, default=default_workers(),
+                                          help="parallel processes (default: all cores)"),
+        "seed": lambda: p.add_argument("--seed", type=int, default=0,
+                                       help="fixes every random choice"),
+        "force": lambda: p.add_argument("--force", action="store_true",
+                                        help="redo finished work instead of skipping it"),
+    }
+    for name in options:
+        common[name]()
+    return p
+
+
+def default_workers():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def run(main, argv=None):
+    """Runs `main(argv)`; turns a LidcError into a one-line message and exit code 1."""
+    try:
+        code = main(argv)
+    except LidcError as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        print("interrupted: finished work is kept; run the command again to resume",
+              file=sys.stderr)
+        code = 130
+    sys.exit(code or 0)
+
+
+def progress(iterable=None, total=None, desc=None, unit="it"):
+    """A progress bar with counts, rate and ETA on stderr."""
+    return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True,
+                file=sys.stderr, mininterval=0.5)
+
+
+def parallel_map(func, items, workers, desc, unit="series"):
+    """Yields func(item) for each item, in the order of `items`, with a progress bar.
+
+    With workers > 1 the items go to a pool of processes one at a time (chunksize 1), so each
+    worker holds one item's data at a time and the output is the same as with one worker.
+    """
+    items = list(items)
+    if not items:
+        return
+    bar = progress(total=len(items), desc=desc, unit=unit)
+    try:
+        if workers <= 1 or len(items) <= 1:
+            for item in items:
+                yield func(item)
+                bar.update()
+            return
+        ctx = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
+        with ctx.Pool(min(workers, len(items))) as pool:
+            for result in pool.imap(func, items, chunksize=1):
+                yield result
+                bar.update()
+    finally:
+        bar.close()
+
+
+def write_skipped(work, stage, skipped):
+    """Writes WORK/skipped/STAGE.csv (path, reason): the full list behind the summary."""
+    path = Path(work) / "skipped" / f"{stage}.csv"
+    from lidc.io import write_csv
+    write_csv(path, [{"path": p, "reason": r} for p, r in skipped], ["path", "reason"])
+    return path
+
+
+def summary(title, counts, skipped=()):
+    """Prints the end-of-stage summary: what was done, and what was skipped and why."""
+    print(f"\n{title}")
+    for name, value in counts.items():
+        print(f"  {name}: {value}")
+    skipped = list(skipped)
+    if skipped:
+        print(f"  skipped: {len(skipped)}")
+        for path, reason in skipped[:20]:
+            print(f"    {path}: {reason}")
+        if len(skipped) > 20:
+            print(f"    ... and {len(skipped) - 20} more (see the stage's skipped.csv)")
+
+
+class _Guarded:
+    """Runs a unit's function, turning any failure into (None, reason) so that one bad unit
+    never stops the run; picklable, so it crosses into worker processes."""
+
+    def __init__(self, func):
+        self.func = func
+
+    def __call__(self, job):
+        key, fp, item = job
+        try:
+            return key, fp, self.func(item), None
+        except LidcError as e:
+            return key, fp, None, str(e)
+        except Exception as e:  # a bug or an input we did not foresee: report it, go on
+            return key, fp, None, f"unexpected {type(e).__name__}: {e}"
+
+
+def run_units(parts, units, func, workers, desc, unit="series"):
+    """Computes func(item) for each (key, fingerprint, item) whose result `parts` lacks.
+
+    Results are saved to `parts` as they arrive (so a killed run resumes), not kept in memory.
+    Returns (reused, done, failed) where failed is [(key, reason)]; failed units are not saved,
+    so the next run tries them again.
+    """
+    pending = [u for u in units if parts.load(u[0], u[1]) is None]
+    failed = []
+    for key, fp, result, error in parallel_map(_Guarded(func), pending, workers, desc, unit):
+        if error is None:
+            parts.save(key, fp, result)
+        else:
+            failed.append((key, error))
+    return len(units) - len(pending), len(pending) - len(failed), failed
