@@ -1,0 +1,298 @@
+"""The layers every network here is built from, written with low-level TensorFlow ops.
+
+Each layer makes its variables with `tf.compat.v1.get_variable` inside a
+`tf.compat.v1.variable_scope` named after the layer, so checkpoints read like the architecture
+(`resnet50/conv1/weights`, `resnet50/conv1/bn/gamma`, `resnet50/conv1/bn/moving_mean`). Images are
+NHWC throughout, the layout the CPU kernels are fastest in.
+
+Batch normalisation (Ioffe and Szegedy, "Batch Normalization: Accelerating Deep Network Training
+by Reducing Internal Covariate Shift", 2015, arXiv:1502.03167) uses the fused kernel. A boolean
+`is_training` tensor chooses batch statistics (training) or the moving averages (inference); the
+ops that update the moving averages are placed in `tf.compat.v1.GraphKeys.UPDATE_OPS` and change
+them only when `is_training` is True, so the train op must run them:
+
+  update_ops = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)
+  with tf.control_dependencies(update_ops):
+    train_op = optimizer.minimize(loss)
+
+Every convolution and dense layer records its forward multiply-adds per image in the graph
+collection `MULTIPLY_ADDS`, so the cost of a network is read without running it:
+
+  with tf.Graph().as_default():
+    images = tf.compat.v1.placeholder(tf.float32, [None, 64, 64, 1])
+    is_training = tf.compat.v1.placeholder_with_default(False, [])
+    net = layers.conv_bn_relu(images, 64, 3, is_training, scope='conv1')
+    net = layers.max_pool(net, 2, 2)
+    logits = layers.dense(layers.flatten(net), 3, scope='logits')
+    flops = layers.forward_flops()  # 2 x multiply-adds per image
+"""
+import zlib
+
+import numpy as np
+import tensorflow as tf
+
+# 0.99 rather than slim's 0.997: runs here are a few thousand steps on small data, and the averages
+# must forget the random-init statistics within a few hundred steps to be usable for evaluation.
+BATCH_NORM_DECAY = 0.99
+BATCH_NORM_EPSILON = 1e-3
+
+# The graph collection holding one int64 constant per convolution or dense layer: its forward
+# multiply-adds for one image.
+MULTIPLY_ADDS = "multiply_adds"
+
+
+def he_initializer():
+    """He et al. 2015 ("Delving Deep into Rectifiers") initialisation for layers followed by ReLU:
+    truncated normal with variance 2 / fan_in."""
+    return tf.compat.v1.variance_scaling_initializer(
+        scale=2.0, mode="fan_in", distribution="truncated_normal")
+
+
+def conv2d(inputs, depth, kernel_size, stride=1, padding="SAME", use_bias=True, scope="conv"):
+    """A 2-D convolution of NHWC inputs.
+
+    Args:
+      inputs: float32 tensor [batch, height, width, channels]; channels must be known.
+      depth: number of output channels.
+      kernel_size: side of the square kernel.
+      stride: step in both spatial directions.
+      padding: 'SAME' or 'VALID'.
+      use_bias: add a bias per channel; leave it out when batch norm follows (its beta is the bias).
+      scope: variable scope, holding `weights` [k, k, channels, depth] and `biases` [depth].
+
+    Returns:
+      The convolved tensor [batch, height', width', depth].
+    """
+    with tf.compat.v1.variable_scope(scope):
+        return _convolve(inputs, depth, kernel_size, stride, padding, use_bias)
+
+
+def batch_norm(inputs, is_training, decay=BATCH_NORM_DECAY, epsilon=BATCH_NORM_EPSILON,
+               scope="bn"):
+    """Batch normalisation of NHWC inputs with the fused kernel.
+
+    Args:
+      inputs: float32 tensor [batch, height, width, channels].
+      is_training: boolean scalar tensor (or Python bool). True: normalise with the batch's
+        statistics and let the update ops move the averages; False: normalise with the moving
+        averages and leave them unchanged.
+      decay: moving-average decay; each training step moves the averages by (1 - decay) of the way
+        to the batch statistics.
+      epsilon: added to the variance before its square root.
+      scope: variable scope, holding trainable `gamma` and `beta` and the non-trainable
+        `moving_mean` and `moving_variance` (also in MOVING_AVERAGE_VARIABLES).
+
+    Returns:
+      The normalised tensor, of the shape of `inputs`. Two update ops (mean, variance) are added
+      to `tf.compat.v1.GraphKeys.UPDATE_OPS`.
+    """
+    with tf.compat.v1.variable_scope(scope):
+        channels = int(inputs.shape[-1])
+        gamma = tf.compat.v1.get_variable(
+            "gamma", [channels], initializer=tf.compat.v1.ones_initializer())
+        beta = tf.compat.v1.get_variable(
+            "beta", [channels], initializer=tf.compat.v1.zeros_initializer())
+        moving_mean = _moving_average_variable("moving_mean", channels, 0.0)
+        moving_variance = _moving_average_variable("moving_variance", channels, 1.0)
+
+        def with_batch_statistics():
+            return tf.compat.v1.nn.fused_batch_norm(
+                inputs, gamma, beta, epsilon=epsilon, data_format="NHWC", is_training=True)
+
+        def with_moving_averages():
+            return tf.compat.v1.nn.fused_batch_norm(
+                inputs, gamma, beta, mean=moving_mean, variance=moving_variance, epsilon=epsilon,
+                data_format="NHWC", is_training=False)
+
+        outputs, mean, variance = _smart_cond(is_training, with_batch_statistics,
+                                              with_moving_averages)
+        # At inference the step is exactly zero (and mean, variance are the averages themselves),
+        # so running the update ops outside training leaves the averages bit-for-bit unchanged.
+        step = tf.cast(is_training, tf.float32) * (1.0 - decay)
+        for average, value in ((moving_mean, mean), (moving_variance, variance)):
+            update = average.assign_sub((average - value) * step, read_value=False)
+            tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.UPDATE_OPS, update)
+        return outputs
+
+
+def conv_bn_relu(inputs, depth, kernel_size, is_training, stride=1, padding="SAME",
+                 use_batch_norm=True, use_relu=True, scope="conv"):
+    """Convolution, then batch norm, then ReLU: the unit every network here is made of.
+
+    Args:
+      inputs, depth, kernel_size, stride, padding: as for `conv2d`.
+      is_training: boolean scalar tensor, as for `batch_norm`.
+      use_batch_norm: normalise (the convolution then has no bias) or not (it then has one).
+      use_relu: end with a ReLU; False for the last convolution of a residual branch.
+      scope: variable scope; the batch norm variables are under `scope/bn`.
+
+    Returns:
+      The output tensor [batch, height', width', depth].
+    """
+    with tf.compat.v1.variable_scope(scope):
+        outputs = _convolve(inputs, depth, kernel_size, stride, padding,
+                            use_bias=not use_batch_norm)
+        if use_batch_norm:
+            outputs = batch_norm(outputs, is_training)
+        return tf.nn.relu(outputs) if use_relu else outputs
+
+
+def dense(inputs, units, scope="fc"):
+    """A fully connected layer (no activation) of [batch, features] inputs.
+
+    Args:
+      inputs: float32 tensor [batch, features]; features must be known.
+      units: number of outputs.
+      scope: variable scope, holding `weights` [features, units] and `biases` [units].
+
+    Returns:
+      The tensor [batch, units].
+    """
+    with tf.compat.v1.variable_scope(scope):
+        features = int(inputs.shape[-1])
+        weights = tf.compat.v1.get_variable("weights", [features, units],
+                                            initializer=he_initializer())
+        biases = tf.compat.v1.get_variable("biases", [units],
+                                           initializer=tf.compat.v1.zeros_initializer())
+        _record_multiply_adds(features * units)
+        return tf.nn.bias_add(tf.matmul(inputs, weights), biases)
+
+
+def dropout(inputs, rate, is_training, scope="dropout"):
+    """Dropout (Srivastava et al. 2014) in training, the identity at inference.
+
+    Args:
+      inputs: any float tensor.
+      rate: fraction of units set to zero in training (the others are scaled by 1 / (1 - rate)).
+      is_training: boolean scalar tensor.
+      scope: name scope.
+
+    Returns:
+      A tensor of the shape of `inputs`. When the graph has a global step, the mask is a function
+      of (graph seed, layer name, step) only, so a run resumed from a checkpoint drops the same
+      units as the uninterrupted run would have.
+    """
+    with tf.name_scope(scope) as name:
+        return _smart_cond(is_training, lambda: _dropout_training(inputs, rate, name),
+                           lambda: tf.identity(inputs))
+
+
+def relu(inputs):
+    """The rectified linear unit max(inputs, 0)."""
+    return tf.nn.relu(inputs)
+
+
+def max_pool(inputs, size, stride, padding="SAME", scope="pool"):
+    """Max pooling of NHWC inputs over size x size windows."""
+    return tf.nn.max_pool2d(inputs, size, stride, padding, name=scope)
+
+
+def avg_pool(inputs, size, stride, padding="SAME", scope="pool"):
+    """Average pooling of NHWC inputs over size x size windows."""
+    return tf.nn.avg_pool2d(inputs, size, stride, padding, name=scope)
+
+
+def global_avg_pool(inputs, scope="pool"):
+    """The mean over height and width: [batch, height, width, channels] -> [batch, channels]."""
+    return tf.reduce_mean(inputs, axis=[1, 2], name=scope)
+
+
+def flatten(inputs, scope="flatten"):
+    """[batch, d1, d2, ...] -> [batch, d1 * d2 * ...]; the trailing dimensions must be known."""
+    return tf.reshape(inputs, [-1, int(np.prod(inputs.shape[1:]))], name=scope)
+
+
+def classifier(inputs, hidden, num_classes, is_training, end_points, dropout_rate=0.0):
+    """The dense head of the plain (non-residual) networks: flatten, then dense + ReLU (+ dropout
+    in training) for each hidden layer, then the logits layer.
+
+    Args:
+      inputs: the last feature map [batch, height, width, channels] (or already [batch, features]).
+      hidden: list of (scope, units) of the hidden dense layers, e.g. [('fc6', 4096)].
+      num_classes: outputs of the logits layer (scope 'logits').
+      is_training: boolean scalar tensor, for dropout.
+      end_points: dict to which each hidden layer's output (before dropout), 'features' (the last
+        of them) and 'logits' are added.
+      dropout_rate: fraction of each hidden layer's outputs dropped in training; 0 for none.
+
+    Returns:
+      The logits [batch, num_classes].
+    """
+    net = flatten(inputs) if inputs.shape.ndims > 2 else inputs
+    end_points["features"] = net
+    for scope, units in hidden:
+        net = relu(dense(net, units, scope=scope))
+        end_points[scope] = end_points["features"] = net
+        if dropout_rate:
+            net = dropout(net, dropout_rate, is_training, scope="dropout_" + scope)
+    logits = dense(net, num_classes, scope="logits")
+    end_points["logits"] = logits
+    return logits
+
+
+def forward_flops(graph=None, scope=None):
+    """The forward floating-point operations per image of the layers built in a graph.
+
+    Counts 2 x the multiply-adds of every convolution and dense layer (the MULTIPLY_ADDS
+    collection); batch norm, ReLU, pooling and additions are left out, as is usual.
+
+    Args:
+      graph: the graph; the default graph if None.
+      scope: count only the layers whose names start with this scope (e.g. 'resnet50/'), for a
+        graph holding more than one network.
+
+    Returns:
+      An int.
+    """
+    graph = graph or tf.compat.v1.get_default_graph()
+    counts = graph.get_collection(MULTIPLY_ADDS)
+    if scope is not None:
+        counts = [count for count in counts if count.name.startswith(scope)]
+    return 2 * sum(int(tf.get_static_value(count)) for count in counts)
+
+
+def _convolve(inputs, depth, kernel_size, stride, padding, use_bias):
+    """conv2d in the current variable scope."""
+    channels = int(inputs.shape[-1])
+    weights = tf.compat.v1.get_variable(
+        "weights", [kernel_size, kernel_size, channels, depth], initializer=he_initializer())
+    outputs = tf.nn.conv2d(inputs, weights, strides=stride, padding=padding)
+    if use_bias:
+        biases = tf.compat.v1.get_variable(
+            "biases", [depth], initializer=tf.compat.v1.zeros_initializer())
+        outputs = tf.nn.bias_add(outputs, biases)
+    height, width = outputs.shape[1], outputs.shape[2]
+    if height is not None and width is not None:
+        _record_multiply_adds(height * width * kernel_size * kernel_size * channels * depth)
+    return outputs
+
+
+def _dropout_training(inputs, rate, name):
+    step = tf.compat.v1.train.get_global_step()
+    if step is None:
+        return tf.nn.dropout(inputs, rate=rate)
+    graph_seed, _ = tf.compat.v1.get_seed(None)
+    layer_seed = (zlib.crc32(name.encode()) + (graph_seed or 0)) % 2**31
+    seed = tf.stack([tf.constant(layer_seed, tf.int64), tf.cast(step, tf.int64)])
+    return tf.nn.experimental.stateless_dropout(inputs, rate=rate, seed=seed)
+
+
+def _record_multiply_adds(count):
+    tf.compat.v1.add_to_collection(
+        MULTIPLY_ADDS, tf.constant(int(count), tf.int64, name="multiply_adds"))
+
+
+def _moving_average_variable(name, channels, value):
+    return tf.compat.v1.get_variable(
+        name, [channels], initializer=tf.compat.v1.constant_initializer(value), trainable=False,
+        collections=[tf.compat.v1.GraphKeys.GLOBAL_VARIABLES,
+                     tf.compat.v1.GraphKeys.MOVING_AVERAGE_VARIABLES])
+
+
+def _smart_cond(pred, true_fn, false_fn):
+    """tf.cond, or just one branch when `pred` is known when the graph is built (a Python bool or a
+    constant), which keeps the branching out of graphs built for one mode only."""
+    value = tf.get_static_value(pred)
+    if value is None:
+        return tf.cond(pred, true_fn, false_fn)
+    return true_fn() if value else false_fn()
