@@ -1,0 +1,68 @@
+"""Tests of tools.compare: every (net, size) trained and tested once, finished runs reused."""
+import csv
+import shutil
+
+import pytest
+
+from lidc.errors import LidcError
+from tests.test_training_helpers import tiny_net, train_config, write_dataset
+from tools import compare
+
+
+class CountingBuilder:
+    """tiny_net that counts the graphs it is built into (a count of trainings: evaluation
+    restores the checkpoint's own graph and never calls the builder)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, images, num_classes, is_training):
+        self.calls += 1
+        return tiny_net(images, num_classes, is_training)
+
+
+def options(root, **overrides):
+    config = train_config(root, **{"max_steps": 10, "eval_every": 10, **overrides})
+    return {k: v for k, v in config.items() if k not in ("net", "name", "train_size")}
+
+
+def test_compare_trains_each_pair_once_and_reuses_finished_runs(tmp_path):
+    write_dataset(tmp_path / "work")
+    builders = {"tiny": CountingBuilder(), "tiny2": CountingBuilder()}
+    quiet = dict(builders=builders, log=lambda *a: None)
+    rows = compare.run_comparison(options(tmp_path), ["tiny", "tiny2"], [12, 30], **quiet)
+    assert [(r["net"], r["size"], r["run"]) for r in rows] == [
+        ("tiny", 12, "compare-tiny-n12"), ("tiny", 30, "compare-tiny-n30"),
+        ("tiny2", 12, "compare-tiny2-n12"), ("tiny2", 30, "compare-tiny2-n30")]
+    assert all(r["steps"] == 10 and 0 <= r["test_accuracy"] <= 1 for r in rows)
+    assert [b.calls for b in builders.values()] == [2, 2]
+    out = tmp_path / "work" / "compare"
+    with open(out / "compare.csv") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == list(compare.COLUMNS) and len(table) == 4
+    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "runs" / "compare-tiny-n12" / "eval" / "metrics.json").is_file()
+
+    again = compare.run_comparison(options(tmp_path), ["tiny", "tiny2"], [12, 30], **quiet)
+    assert [b.calls for b in builders.values()] == [2, 2]  # nothing trained the second time
+    assert again == rows
+
+    # A finished run whose evaluation is missing is evaluated, not trained again.
+    shutil.rmtree(tmp_path / "runs" / "compare-tiny-n30" / "eval")
+    assert compare.run_comparison(options(tmp_path), ["tiny"], [30], **quiet) == rows[1:2]
+    assert builders["tiny"].calls == 2
+
+    with pytest.raises(LidcError, match="other options.*--max-steps 10 -> 20.*--force"):
+        compare.run_comparison(options(tmp_path, max_steps=20), ["tiny"], [12], **quiet)
+
+
+def test_compare_refuses_a_size_larger_than_the_training_set(tmp_path):
+    write_dataset(tmp_path / "work")
+    with pytest.raises(LidcError, match=r"--sizes \[61\]"):
+        compare.run_comparison(options(tmp_path), ["tiny"], [12, 61], log=lambda *a: None)
+
+
+def test_compare_parser_reads_comma_lists():
+    args = compare.build_parser().parse_args(["--nets", "lenet5,resnet50", "--sizes", "100,400"])
+    assert args.nets == ["lenet5", "resnet50"] and args.sizes == [100, 400]
+    assert args.batch_size == 16 and args.min_steps == 5000

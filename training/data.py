@@ -1,0 +1,68 @@
+"""The dataset stage's arrays, read for training and evaluation.
+
+`WORK/dataset/{train,val,test}.npz` hold `x` (N, 64, 64, 1) float32 in [0, 1], `y` (N, 3)
+one-hot float32, `label` (N,) int, `patient_id` and `patch_index`; see lidc/dataset.py.
+"""
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from lidc.dataset import stratified_indices
+from lidc.errors import LidcError
+
+SPLITS = ("train", "val", "test")
+
+
+class Split:
+    """One split's arrays: x (images), y (one-hot), label (int classes), and where it came from."""
+
+    def __init__(self, x, y, label, path):
+        self.x = x
+        self.y = y
+        self.label = label
+        self.path = path
+
+    def __len__(self):
+        return len(self.x)
+
+    def subset(self, rows):
+        return Split(self.x[rows], self.y[rows], self.label[rows], self.path)
+
+
+def load(dataset_dir, split):
+    """Reads `dataset_dir/split.npz`.
+
+    Raises:
+      LidcError: the file is missing, unreadable, empty or lacks x/y.
+    """
+    path = Path(dataset_dir) / f"{split}.npz"
+    if not path.is_file():
+        raise LidcError(path, "missing; run the dataset stage first (python -m tools.dataset)")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            x = np.asarray(arrays["x"], np.float32)
+            y = np.asarray(arrays["y"], np.float32)
+            label = np.asarray(arrays["label"] if "label" in arrays else y.argmax(1), np.int64)
+    except KeyError as e:
+        raise LidcError(path, f"has no array {e}; run the dataset stage again") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise LidcError(path, f"unreadable ({e}); run the dataset stage again") from None
+    if x.ndim != 4 or len(x) != len(y) or len(x) != len(label):
+        raise LidcError(path, f"x {x.shape}, y {y.shape} do not describe NHWC images and "
+                              "their one-hot labels")
+    if len(x) == 0:
+        raise LidcError(path, "holds no patches")
+    return Split(x, y, label, path)
+
+
+def stratified_subset(split, size, seed):
+    """`size` rows of `split` with its class proportions (lidc.dataset.stratified_indices).
+
+    Raises:
+      LidcError: size is not between 1 and the number of rows.
+    """
+    if not 0 < size <= len(split):
+        raise LidcError(split.path, f"--train-size {size} is not between 1 and the "
+                                    f"{len(split)} patches of the training set")
+    return split.subset(stratified_indices(split.label, size, seed))

@@ -1,0 +1,77 @@
+"""The stop rule, early stopping and the learning-rate schedules, as plain functions of the history.
+
+The stop rule is the paper's: validation accuracy is measured every `eval_every` steps, and
+training stops at the first evaluation where the step is past `min_steps` (5000 in the paper) and
+the accuracy is over `stop_accuracy` (0.90); otherwise at `max_steps`. Optionally it also stops
+when the validation loss has not improved for `patience` evaluations.
+
+Because every decision is a function of the recorded history, a resumed run decides exactly as
+the uninterrupted one would have.
+"""
+import math
+
+THRESHOLD = "threshold"
+MAX_STEPS = "max steps"
+PATIENCE = "patience"
+
+
+def evaluations_since_best(losses):
+    """How many evaluations came after the one with the lowest loss (0 if the last is best).
+
+    Ties do not count as an improvement: the earliest lowest loss is the best.
+    """
+    if not losses:
+        return 0
+    best = min(range(len(losses)), key=lambda i: (losses[i], i))
+    return len(losses) - 1 - best
+
+
+def stop_reason(step, val_accuracy, val_losses, min_steps, stop_accuracy, max_steps, patience=0):
+    """Why training stops at this evaluation, or None to go on.
+
+    Args:
+      step: the global step just evaluated (steps done).
+      val_accuracy: validation accuracy at `step`.
+      val_losses: validation losses of every evaluation so far, this one last.
+      min_steps: the threshold applies only when step > min_steps.
+      stop_accuracy: the threshold applies only when val_accuracy > stop_accuracy.
+      max_steps: stop when step >= max_steps.
+      patience: stop after this many evaluations without a lower validation loss; 0 = never.
+    Returns:
+      THRESHOLD, PATIENCE, MAX_STEPS or None, checked in that order.
+    """
+    if step > min_steps and val_accuracy > stop_accuracy:
+        return THRESHOLD
+    if patience and evaluations_since_best(val_losses) >= patience:
+        return PATIENCE
+    if step >= max_steps:
+        return MAX_STEPS
+    return None
+
+
+def status(reason, step):
+    """The sentence metrics.json and the summary give for a stop."""
+    return {
+        THRESHOLD: f"stopped: threshold reached at step {step}",
+        PATIENCE: f"stopped: patience ran out at step {step}",
+        MAX_STEPS: f"stopped: max steps reached at step {step}",
+    }[reason]
+
+
+SCHEDULES = ("constant", "exponential", "cosine")
+
+
+def learning_rate(step, base, schedule, max_steps, decay_rate=0.96, decay_steps=1000):
+    """The learning rate for global step `step`.
+
+    constant: `base`. exponential: base * decay_rate ** (step / decay_steps), the continuous form
+    of `tf.compat.v1.train.exponential_decay`. cosine: annealed from `base` to 0 at `max_steps`
+    (Loshchilov & Hutter, SGDR, without restarts).
+    """
+    if schedule == "constant":
+        return base
+    if schedule == "exponential":
+        return base * decay_rate ** (step / decay_steps)
+    if schedule == "cosine":
+        return base * 0.5 * (1 + math.cos(math.pi * min(step, max_steps) / max_steps))
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}; one of {', '.join(SCHEDULES)}")
