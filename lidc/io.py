@@ -5,6 +5,7 @@ Every file is written under a temporary name in the same folder and renamed into
 """
 import contextlib
 import csv
+import glob
 import json
 import os
 import pickle
@@ -20,11 +21,14 @@ from lidc.errors import LidcError
 def atomic_path(path):
     """Yields a temporary path beside `path`; on success renames it onto `path`.
 
-    On an exception the temporary file is removed and `path` is left untouched.
+    On an exception the temporary file is removed and `path` is left untouched. The temporary is
+    hidden and named `.NAME.PID.*.part`; a killed writer cannot remove its own, so the next
+    successful write of `path` removes those whose process is gone.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part",
+                               dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -35,6 +39,26 @@ def atomic_path(path):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    _remove_abandoned(path)
+
+
+def _remove_abandoned(path):
+    """Deletes temporaries of `path` left by killed writers (a patches.npy one can be large)."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
+        pid = tmp.name[len(path.name) + 2:].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
 
 
 def write_csv(path, rows, fieldnames):
@@ -82,13 +106,15 @@ _SAFE_NUMPY = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray
                ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
                ("numpy._core.multiarray", "scalar"), ("numpy._core.numeric", "_frombuffer"),
                ("numpy.core.numeric", "_frombuffer")}
-_SAFE_MODULES = ("lidc.records",)
+# Exact names only: pickle protocol 4 resolves dotted names ("np.testing...os.system") through
+# a module's attributes, so admitting a whole module would admit everything it imports.
+_SAFE_RECORDS = {("lidc.records", name) for name in ("Roi", "Mark", "SliceHeader", "Series")}
 
 
 class _SafeUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module == "builtins" and name in _SAFE_BUILTINS) or (module, name) in _SAFE_NUMPY \
-                or module in _SAFE_MODULES:
+                or (module, name) in _SAFE_RECORDS:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 

@@ -56,9 +56,24 @@ def load_root(path):
     if size > MAX_XML_BYTES:
         raise LidcError(path, f"{size} bytes is far larger than any LIDC read; refused")
     try:
-        root = etree.parse(str(path), _parser()).getroot()
+        # Read here, at most the limit (a file may grow after its stat), and parsed from bytes:
+        # lxml reading a file itself reports bad encodings as OSError, not as a syntax error.
+        with open(path, "rb") as f:
+            data = f.read(MAX_XML_BYTES + 1)
+    except OSError as e:
+        raise LidcError(path, f"cannot read the file ({e.strerror})") from None
+    if len(data) > MAX_XML_BYTES:
+        raise LidcError(path, "grew past the size of any LIDC read while being read; refused")
+    try:
+        tree = etree.ElementTree(etree.fromstring(data, _parser()))
     except etree.XMLSyntaxError as e:
         raise LidcError(path, f"not well-formed XML ({e})") from None
+    # No LIDC read has a document type; one that declares entities or an external DTD is an
+    # attack (XXE, entity expansion), not a read: refused rather than parsed around.
+    if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
+        raise LidcError(path, "declares a document type (<!DOCTYPE>), which no LIDC read has: "
+                              "refused (its entities are never expanded or fetched)")
+    root = tree.getroot()
     if root is None:
         raise LidcError(path, "no root element")
     return root

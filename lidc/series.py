@@ -9,12 +9,15 @@ RescaleIntercept.
     for series in group_series(headers): ...
     hu = read_hu(path)           # one slice, int16 HU
 """
+import functools
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels import get_decoder
+from pydicom.uid import AllTransferSyntaxes
 
 from lidc.errors import LidcError
 from lidc.records import Series, SliceHeader
@@ -28,15 +31,16 @@ _HEADER_TAGS = ["Modality", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanc
 def read_header(path):
     """Reads one file's header; raises LidcError naming the file when it is not a usable image."""
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS + [
-            "BitsAllocated", "SamplesPerPixel", "NumberOfFrames"])
+        # PixelData is listed but deferred: its length and offset are read, never its bytes.
+        ds = pydicom.dcmread(path, defer_size=1024, specific_tags=_HEADER_TAGS + [
+            "BitsAllocated", "SamplesPerPixel", "NumberOfFrames", "PixelData"])
     except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError) as e:
         raise LidcError(path, f"not a readable DICOM file ({type(e).__name__}: {e})") from None
     if "SeriesInstanceUID" not in ds or "SOPInstanceUID" not in ds:
         raise LidcError(path, "DICOM file without series or SOP instance UID")
     if "Rows" not in ds or "Columns" not in ds:
         raise LidcError(path, "DICOM file without an image (no Rows/Columns)")
-    _check_pixel_length(path, ds)
+    _check_pixel_data(path, ds)
     position = ds.get("ImagePositionPatient")
     spacing = ds.get("PixelSpacing")
     return SliceHeader(
@@ -50,18 +54,53 @@ def read_header(path):
         shape=(int(ds.Rows), int(ds.Columns)))
 
 
-def _check_pixel_length(path, ds):
-    """A file shorter than its uncompressed pixels cannot hold them: say so at the index."""
+def _check_pixel_data(path, ds):
+    """Refuses, at the index, a slice whose pixels the crop stage could not read: none at all,
+    fewer bytes than its header describes, a file that ends before them, or a compression that
+    no installed decoder reads."""
+    if "PixelData" not in ds:
+        raise LidcError(path, "DICOM file without pixel data")
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if syntax is None or syntax.is_compressed:
-        return
+    if syntax is not None and syntax.is_compressed:
+        missing = _missing_decoder(syntax)
+        if missing:
+            raise LidcError(path, f"compressed as {syntax.name}, which no installed decoder "
+                                  f"reads ({missing}); install one and run the index again")
+        return  # encapsulated frames have no fixed size to check
+    element = ds.get_item("PixelData", keep_deferred=True)
+    length = getattr(element, "length", None)
+    length = len(element.value or b"") if length is None else length
     frames = int(ds.get("NumberOfFrames") or 1)
     need = (int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1) * frames
             * int(ds.get("BitsAllocated") or 16) // 8)
+    if length < need:
+        raise LidcError(path, f"pixel data of {length} bytes is shorter than the {need} bytes "
+                              "its header describes")
+    start = getattr(element, "value_tell", None)
     size = Path(path).stat().st_size
-    if size < need:
-        raise LidcError(path, f"file of {size} bytes cannot hold the {need} bytes of pixel data "
-                              "its header describes (truncated or without pixel data)")
+    if start is not None and start + need > size:
+        raise LidcError(path, f"file of {size} bytes ends before its {need} bytes of pixel data "
+                              "(truncated)")
+
+
+@functools.cache
+def _missing_decoder(syntax):
+    """'' when pydicom has a working decoder for `syntax`, else what it would need."""
+    try:
+        decoder = get_decoder(syntax)
+    except (NotImplementedError, ValueError) as e:
+        return str(e)
+    if decoder.is_available:
+        return ""
+    missing = " or ".join(decoder.missing_dependencies)
+    return f"needs {missing}" if missing else "no decoder is registered"
+
+
+def decoders_key():
+    """The compressed transfer syntaxes this installation decodes: part of the index's
+    fingerprint, so that installing a decoder redoes the slices refused for lack of one."""
+    return tuple(sorted(str(uid) for uid in AllTransferSyntaxes
+                        if uid.is_compressed and not _missing_decoder(uid)))
 
 
 def read_headers(paths):
@@ -142,7 +181,9 @@ def read_hu(path):
         ds = pydicom.dcmread(path)
         stored = ds.pixel_array
     except Exception as e:  # pydicom raises many types for bad or undecodable pixel data
-        raise LidcError(path, f"cannot decode the pixel data ({type(e).__name__}: {e})") from None
+        detail = " ".join(str(e).split())  # plugin errors span lines; a report row should not
+        raise LidcError(path, f"cannot decode the pixel data ({type(e).__name__}: {detail})") \
+            from None
     if stored.ndim != 2:
         raise LidcError(path, f"expected one 2-D frame, found pixel array of shape {stored.shape}")
     slope = float(ds.get("RescaleSlope", 1) or 1)

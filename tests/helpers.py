@@ -16,12 +16,13 @@ def sop_uid(series_uid, k):
 
 
 def write_slice(path, z, k, series_uid=SERIES_UID, hu=None, instance=None, modality="CT",
-                spacing=None, slope=1, intercept=-1024):
-    """Writes a real CT file (CT_small.dcm's header) at height z; hu is a 128x128 HU image."""
+                spacing=None, slope=1, intercept=-1024, patient="LIDC-IDRI-9999"):
+    """Writes a real CT file (CT_small.dcm's header) at height z; hu is an HU image (128x128
+    unless given)."""
     ds = copy.deepcopy(_TEMPLATE)
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop_uid(series_uid, k)
     ds.SeriesInstanceUID, ds.StudyInstanceUID = series_uid, STUDY_UID
-    ds.PatientID = "LIDC-IDRI-9999"
+    ds.PatientID = patient
     ds.Modality = modality
     ds.ImagePositionPatient = [-80.0, -80.0, float(z)]
     ds.InstanceNumber = k + 1 if instance is None else instance
@@ -32,6 +33,7 @@ def write_slice(path, z, k, series_uid=SERIES_UID, hu=None, instance=None, modal
     ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
     stored = np.rint((np.asarray(hu, np.float64) - intercept) / slope).astype(np.int16)
     ds.PixelRepresentation = 1
+    ds.Rows, ds.Columns = stored.shape
     ds.PixelData = stored.tobytes()
     ds.save_as(path, enforce_file_format=True)
     return path

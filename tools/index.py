@@ -42,7 +42,9 @@ def read_folder(item):
     headers, xml, skipped = [], [], []
     for name in names:
         path = os.path.join(folder, name)
-        if name.lower().endswith(".xml"):
+        if not os.path.isfile(path):  # opening a named pipe would wait forever for a writer
+            skipped.append((path, "not a regular file (a pipe, socket or device)"))
+        elif name.lower().endswith(".xml"):
             try:
                 xml.append((path, *reads.header_uids(path)))
             except LidcError as e:
@@ -58,6 +60,7 @@ def read_folder(item):
 def folder_units(root):
     """(key, fingerprint, (folder, names)) for each folder holding files, in a stable order."""
     units = []
+    decoders = dicom.decoders_key()
     for folder, dirs, files in os.walk(root):
         # Hidden folders are unfinished writes (ours or a downloader's), not data.
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -66,7 +69,7 @@ def folder_units(root):
         if not names:
             continue
         stats = [(n, *_stat(os.path.join(folder, n))) for n in names]
-        units.append((folder, fingerprint(stats), (folder, names)))
+        units.append((folder, fingerprint(stats, decoders), (folder, names)))
     return units
 
 
