@@ -66,3 +66,9 @@ def test_compare_parser_reads_comma_lists():
     args = compare.build_parser().parse_args(["--nets", "lenet5,resnet50", "--sizes", "100,400"])
     assert args.nets == ["lenet5", "resnet50"] and args.sizes == [100, 400]
     assert args.batch_size == 16 and args.min_steps == 5000
+
+
+def test_majority_share_is_the_accuracy_of_always_answering_the_commonest_class():
+    import numpy as np
+    from tools.compare import majority_share
+    assert majority_share(np.array([0, 0, 2, 0, 1, 2])) == 0.5

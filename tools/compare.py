@@ -10,6 +10,8 @@ again (an interrupted one is resumed); --force retrains them all.
 """
 import time
 
+import numpy as np
+
 from lidc.errors import LidcError
 from lidc.io import write_csv
 from tools import cli
@@ -105,8 +107,15 @@ def run_comparison(options, nets, sizes, prefix="compare", force=False, builders
         rows.append(row(net, size, run_dir))
     out = options["work"] / "compare"
     write_csv(out / "compare.csv", rows, COLUMNS)
-    plots.comparison(rows, out / "compare.png", labels={n: display_name(n) for n in nets})
+    test_labels = data.load(options["work"] / "dataset", "test").label
+    plots.comparison(rows, out / "compare.png", labels={n: display_name(n) for n in nets},
+                     baseline=majority_share(test_labels))
     return rows
+
+
+def majority_share(labels):
+    """The accuracy of always answering the most frequent class."""
+    return float(np.bincount(labels).max() / len(labels)) if len(labels) else 0.0
 
 
 def row(net, size, run_dir):

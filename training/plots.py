@@ -66,19 +66,23 @@ def learning_curves(history, path, stop_accuracy=None, title="Learning curves"):
 
 
 def comparison(rows, path, metric="test_accuracy", title="Test accuracy by training-set size",
-               labels=None):
+               labels=None, baseline=None):
     """One line per network: `metric` against the training-set size.
 
     Args:
       rows: dicts with at least `net`, `size` and `metric`.
       path: the PNG to write.
       labels: optional dict net -> the name shown in the legend.
+      baseline: optional accuracy of always answering the majority class, drawn dashed so that
+        an accuracy can be told from class imbalance at a glance.
     """
     fig, ax = plt.subplots(figsize=(6, 4))
     for net in dict.fromkeys(r["net"] for r in rows):
         points = sorted((r["size"], r[metric]) for r in rows if r["net"] == net)
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
                 label=(labels or {}).get(net, net))
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", linestyle="--", label=f"majority class ({baseline:.2f})")
     ax.set_xscale("log")
     sizes = sorted({r["size"] for r in rows})
     ax.set_xticks(sizes, [str(s) for s in sizes])
