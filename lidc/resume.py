@@ -5,6 +5,7 @@ its key, a fingerprint of its inputs and its result; a unit whose inputs changed
 The folder may be deleted at any time: the next run redoes the work.
 """
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,16 @@ def fingerprint(*parts):
         h.update(repr(part).encode())
         h.update(b"\0")
     return h.hexdigest()
+
+
+def file_stat(path):
+    """(size, mtime_ns) of a file, the part of a unit's fingerprint that says it changed;
+    (None, None) for a file that is gone."""
+    try:
+        st = os.stat(path)
+        return st.st_size, st.st_mtime_ns
+    except OSError:
+        return None, None
 
 
 class Parts:

@@ -15,7 +15,7 @@ from lidc import lesions, reads
 from lidc.errors import LidcError
 from lidc.io import read_csv, save_pickle, write_csv
 from lidc.records import KIND_NAMES
-from lidc.resume import Parts, fingerprint
+from lidc.resume import Parts, file_stat, fingerprint
 from tools import cli
 
 CSV_COLUMNS = ["mark_id", "patient_id", "series_uid", "reader", "radiologist_id", "label",
@@ -108,16 +108,9 @@ def _series_of(path):
 
 
 def _fingerprint(item):
-    stats = [(p, *_stat(p)) for p in item["xml"]]
+    stats = [(p, *file_stat(p)) for p in item["xml"]]
     return fingerprint(stats, sorted((k, v) for k, v in item.items() if k != "xml"))
 
-
-def _stat(path):
-    try:
-        st = Path(path).stat()
-        return st.st_size, st.st_mtime_ns
-    except OSError:
-        return None, None
 
 
 def assemble(parts, units):

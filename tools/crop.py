@@ -19,7 +19,7 @@ from lidc.errors import LidcError
 from lidc.io import atomic_path, load_pickle, read_csv, write_csv
 from lidc.patches import crop, lung_window_u8
 from lidc.records import KIND_NAMES
-from lidc.resume import Parts, fingerprint
+from lidc.resume import Parts, file_stat, fingerprint
 from tools import cli
 
 PATCH_COLUMNS = ["patch_index", "mark_id", "patient_id", "series_uid", "slice_index", "row",
@@ -83,18 +83,11 @@ def series_units(work, size):
     units = []
     for uid, series_regions in regions.items():
         needed = {r["slice_index"]: paths[uid][r["slice_index"]] for r in series_regions}
-        stats = sorted((i, p, *_stat(p)) for i, p in needed.items())
+        stats = sorted((i, p, *file_stat(p)) for i, p in needed.items())
         item = {"regions": series_regions, "paths": needed, "size": size}
         units.append((uid, fingerprint(series_regions, stats, size), item))
     return units, skipped
 
-
-def _stat(path):
-    try:
-        st = os.stat(path)
-        return st.st_size, st.st_mtime_ns
-    except OSError:
-        return None, None
 
 
 def assemble(parts, units, out, size):

@@ -17,7 +17,7 @@ from lidc import reads, series as dicom
 from lidc.errors import LidcError
 from lidc.io import write_csv
 from lidc.patches import lung_window_u8
-from lidc.resume import Parts, fingerprint
+from lidc.resume import Parts, file_stat, fingerprint
 from tools import cli
 
 INDEX_COLUMNS = ["patient_id", "study_uid", "series_uid", "folder", "xml", "slices", "rows",
@@ -68,14 +68,10 @@ def folder_units(root):
                        and not f.lower().endswith(DOCUMENTS))
         if not names:
             continue
-        stats = [(n, *_stat(os.path.join(folder, n))) for n in names]
+        stats = [(n, *file_stat(os.path.join(folder, n))) for n in names]
         units.append((folder, fingerprint(stats, decoders), (folder, names)))
     return units
 
-
-def _stat(path):
-    st = os.stat(path)
-    return st.st_size, st.st_mtime_ns
 
 
 def collect(parts, units):
