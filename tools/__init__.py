@@ -1,6 +1,6 @@
 """Thin command-line stages: parse options, call `lidc`/`nets`/`training`, write artifacts."""
 import os
 
-# TensorFlow's C++ start-up chatter (CUDA probes, CPU feature notes) drowns the commands' own
-# output; warnings and errors still show.
+# Quiets TensorFlow's C++ info logging. The few lines it prints while loading, before abseil's
+# logging is initialised, ignore every level setting (an upstream abseil issue) and still show.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
