@@ -188,9 +188,11 @@ def read_hu(path):
         raise LidcError(path, f"expected one 2-D frame, found pixel array of shape {stored.shape}")
     slope = float(ds.get("RescaleSlope", 1) or 1)
     intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    hu = stored.astype(np.float32) * slope + intercept if slope != 1 else \
-        stored.astype(np.int32) + int(round(intercept))
-    hu = np.clip(np.rint(hu), -32768, 32767).astype(np.int16)
+    if slope == 1:  # the usual case: integer arithmetic, no float pass over the pixels
+        hu = stored.astype(np.int32) + int(round(intercept))
+    else:
+        hu = np.rint(stored.astype(np.float32) * slope + intercept)
+    hu = np.clip(hu, -32768, 32767).astype(np.int16)
     padding = ds.get("PixelPaddingValue")
     if padding is not None:
         hu[stored == padding] = AIR_HU

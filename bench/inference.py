@@ -1,0 +1,115 @@
+"""Inference throughput: images per second of our exported model and session graph against Keras.
+
+Three ways to classify the same float32 64x64x1 images in batches of `--batch` (256):
+  saved_model  the run's export (training.model.export), loaded by training.model.Predictor as
+               `tools.predict` does
+  session      the training graph itself, is_training left at False (what evaluation runs)
+  keras        tf.keras.applications.<Net>(weights=None, same input and classes).predict
+After warm-up the three run in turn, `--repeats` rounds; the median is reported, with the share
+of the machine's float32 matmul rate reached (bench.roofline).
+
+    python -m bench.inference [--nets resnet50 vgg16] [--batch 256] [--images 1024] [--repeats 5]
+"""
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+import bench
+import nets
+from bench import roofline
+from bench.train_speed import IMAGE_SHAPE, KERAS_APPLICATIONS, NUM_CLASSES, keras_model
+from training import model as model_lib
+
+v1 = tf.compat.v1
+
+
+class OursSession:
+    """Our training graph, initialised, classifying through `probabilities` in its session."""
+
+    def __init__(self, builder, image_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES, seed=0):
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            self.model = model_lib.build(builder, image_shape, num_classes, seed=seed)
+            init = v1.global_variables_initializer()
+        self.session = v1.Session(graph=self.graph, config=model_lib.session_config())
+        self.session.run(init)
+
+    def predict(self, images, batch_size):
+        (probabilities,) = model_lib.run_in_batches(
+            self.session, [self.model.probabilities], {self.model.images: images}, batch_size)
+        return probabilities
+
+    def export(self, export_dir):
+        with self.graph.as_default():
+            model_lib.export(self.session, self.model, export_dir)
+
+    def close(self):
+        self.session.close()
+
+
+def images(count, seed=0, image_shape=IMAGE_SHAPE):
+    return np.random.default_rng(seed).random((count, *image_shape), dtype=np.float32)
+
+
+def compare(name, count=1024, batch_size=256, warmup=1, repeats=5, keras=True, folder=None):
+    """Seconds to classify `count` images with each way. Returns {way: seconds or None}."""
+    x = images(count)
+    ours = OursSession(nets.get(name))
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        export_dir = Path(tmp) / "saved_model"
+        ours.export(export_dir)
+        predictor = model_lib.Predictor.from_saved_model(export_dir)
+    runs = {"saved_model": lambda: predictor.predict(x, batch_size),
+            "session": lambda: ours.predict(x, batch_size)}
+    if keras and name in KERAS_APPLICATIONS:
+        model = keras_model(KERAS_APPLICATIONS[name])
+        runs["keras"] = lambda: model.predict(x, batch_size=batch_size, verbose=0)
+    try:
+        for run in runs.values():
+            for _ in range(warmup):
+                run()
+        seconds = bench.alternate(runs, repeats)
+    finally:
+        predictor.close()
+        ours.close()
+        tf.keras.backend.clear_session()
+    seconds.setdefault("keras", None)
+    return seconds
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--nets", nargs="+", default=["resnet50", "vgg16"],
+                   choices=sorted(nets.NETWORKS))
+    p.add_argument("--batch", type=int, default=256, help="images per run")
+    p.add_argument("--images", type=int, default=1024, help="images classified per repetition")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds (median reported)")
+    p.add_argument("--no-keras", action="store_true")
+    args = p.parse_args(argv)
+    print(f"machine: {bench.machine()}")
+    rate, _ = roofline.machine_rate(sizes=(1024, 2048), repeats=3)
+    print(f"float32 matmul limit: {rate / 1e9:.0f} GFLOP/s (bench.roofline)")
+    rows = []
+    for name in args.nets:
+        flops = roofline.network_flops(name)
+        s = compare(name, args.images, args.batch, args.warmup, args.repeats, not args.no_keras)
+        keras = args.images / s["keras"] if s["keras"] else None
+        for way in ("saved_model", "session", "keras"):
+            if s[way] is None:
+                continue
+            rate_way = args.images / s[way]
+            rows.append([name, way, rate_way, "-" if keras is None else rate_way / keras,
+                         f"{100 * roofline.share(flops, rate_way, rate, training=False):.0f}%"])
+        print(f"  {name}: " + ", ".join(f"{w} {args.images / v:.0f} img/s"
+                                        for w, v in s.items() if v), flush=True)
+    print(f"\ninference, batch {args.batch}, 64x64x1, 3 classes")
+    print(bench.table(["net", "way", "img/s", "vs keras", "of limit"], rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every benchmark in turn and keeps the printed tables in data/bench/latest.txt.
+#   bench/run.sh            (from the repository root, in the project's environment)
+# Options of one benchmark: python -m bench.NAME --help.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p data/bench
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+{
+  for name in roofline train_speed inference preprocess; do
+    echo "== python -m bench.$name"
+    python -m bench.$name
+    echo
+  done
+} 2>&1 | grep -v -e "^WARNING" -e "Instructions for updating" -e "This API was designed" \
+                 -e "tf.saved_model.load" | tee data/bench/latest.txt

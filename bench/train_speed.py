@@ -1,0 +1,147 @@
+"""Training throughput: images per second of a full training step of our graphs against Keras.
+
+A step is what `training.loop` runs: the placeholder feed of a float32 NHWC batch and its one-hot
+labels, forward, backward, Adam's update and the batch-norm moving-average updates, fetching the
+train op, the loss and the accuracy. Keras' counterpart is `tf.keras.applications.ResNet50` /
+`VGG16` (weights=None, the same 64x64x1 input and 3 classes, Adam, `train_on_batch`) in the same
+process. After warm-up the two run in turn, `--repeats` rounds of `--steps` steps each, and the
+median per-step time is reported, with the share of the machine's float32 matmul rate reached
+(see bench.roofline).
+
+    python -m bench.train_speed [--nets resnet50 vgg16 lenet5] [--batches 16 64] [--repeats 5]
+"""
+import argparse
+
+import numpy as np
+import tensorflow as tf
+
+import bench
+import nets
+from bench import roofline
+from training import model as model_lib
+
+v1 = tf.compat.v1
+
+IMAGE_SHAPE = (64, 64, 1)
+NUM_CLASSES = 3
+# Our network -> the Keras application a user would pick instead.
+KERAS_APPLICATIONS = {"resnet50": "ResNet50", "vgg16": "VGG16"}
+
+
+def batch(size, seed=0, image_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES):
+    """A random (images, one-hot labels) batch: float32 NHWC in [0, 1], float32 one-hot."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((size, *image_shape), dtype=np.float32)
+    y = np.eye(num_classes, dtype=np.float32)[rng.integers(0, num_classes, size)]
+    return x, y
+
+
+class OursTrainer:
+    """Our training graph (training.model.build) in its own graph and session; `step()` runs one
+    training step on a fixed batch exactly as training.loop does."""
+
+    def __init__(self, builder, batch_size, image_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES,
+                 seed=0):
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            self.model = model_lib.build(builder, image_shape, num_classes, seed=seed)
+            init = v1.global_variables_initializer()
+        self.session = v1.Session(graph=self.graph, config=model_lib.session_config())
+        self.session.run(init)
+        self.x, self.y = batch(batch_size, seed, image_shape, num_classes)
+        m = self.model
+        self.fetches = [m.train_op, m.loss, m.accuracy]
+        self.feed = {m.images: self.x, m.labels: self.y, m.is_training: True,
+                     m.learning_rate: 0.001}
+
+    def step(self):
+        return self.session.run(self.fetches, self.feed)
+
+    def close(self):
+        self.session.close()
+
+
+class KerasTrainer:
+    """A tf.keras.applications model compiled with Adam; `step()` is one `train_on_batch`."""
+
+    def __init__(self, application, batch_size, image_shape=IMAGE_SHAPE,
+                 num_classes=NUM_CLASSES, seed=0):
+        tf.keras.utils.set_random_seed(seed)
+        self.model = keras_model(application, image_shape, num_classes)
+        self.model.compile(optimizer=tf.keras.optimizers.Adam(0.001),
+                           loss="categorical_crossentropy", metrics=["accuracy"])
+        self.x, self.y = batch(batch_size, seed, image_shape, num_classes)
+
+    def step(self):
+        return self.model.train_on_batch(self.x, self.y)
+
+    def close(self):
+        tf.keras.backend.clear_session()
+
+
+def keras_model(application, image_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES):
+    """`tf.keras.applications.<application>` untrained, for our input shape and classes."""
+    return getattr(tf.keras.applications, application)(
+        weights=None, input_shape=image_shape, classes=num_classes)
+
+
+def measure(trainers, warmup=2, repeats=5, steps=3):
+    """Seconds per step of each trainer (name -> object with step()), alternating, median."""
+    for trainer in trainers.values():
+        for _ in range(warmup):
+            trainer.step()
+    return bench.alternate({name: t.step for name, t in trainers.items()}, repeats, steps)
+
+
+def compare(name, batch_size, warmup=2, repeats=5, steps=3, keras=True):
+    """Seconds per step of our `name` and, when Keras has it, of Keras' counterpart.
+
+    Returns {'ours': seconds, 'keras': seconds or None}.
+    """
+    trainers = {"ours": OursTrainer(nets.get(name), batch_size)}
+    if keras and name in KERAS_APPLICATIONS:
+        trainers["keras"] = KerasTrainer(KERAS_APPLICATIONS[name], batch_size)
+    try:
+        seconds = measure(trainers, warmup, repeats, steps)
+    finally:
+        for trainer in trainers.values():
+            trainer.close()
+    seconds.setdefault("keras", None)
+    return seconds
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--nets", nargs="+", default=["resnet50", "vgg16", "lenet5"],
+                   choices=sorted(nets.NETWORKS))
+    p.add_argument("--batches", type=int, nargs="+", default=[16, 64])
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds (median reported)")
+    p.add_argument("--steps", type=int, default=3, help="steps per round")
+    p.add_argument("--no-keras", action="store_true", help="time our graphs only")
+    args = p.parse_args(argv)
+    print(f"machine: {bench.machine()}")
+    rate, _ = roofline.machine_rate(sizes=(1024, 2048), repeats=3)
+    print(f"float32 matmul limit: {rate / 1e9:.0f} GFLOP/s (bench.roofline)")
+    rows = []
+    for name in args.nets:
+        flops = roofline.network_flops(name)
+        for size in args.batches:
+            s = compare(name, size, args.warmup, args.repeats, args.steps, not args.no_keras)
+            ours = size / s["ours"]
+            keras = size / s["keras"] if s["keras"] else None
+            rows.append([name, size, s["ours"], ours,
+                         "-" if keras is None else keras,
+                         "-" if keras is None else ours / keras,
+                         f"{100 * roofline.share(flops, ours, rate, training=True):.0f}%"])
+            print(f"  {name} batch {size}: ours {ours:.1f} img/s"
+                  + ("" if keras is None else f", keras {keras:.1f} img/s"), flush=True)
+    print("\ntraining step (feed + forward + backward + Adam + batch-norm updates), 64x64x1, "
+          "3 classes")
+    print(bench.table(["net", "batch", "s/step", "ours img/s", "keras img/s", "ours/keras",
+                       "of limit"], rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

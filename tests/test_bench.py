@@ -1,0 +1,62 @@
+"""Smoke tests of the benchmarks: each core function runs an iteration or two on a tiny network or
+cohort and returns figures of the right form. Never asserts on timing."""
+import numpy as np
+import pytest
+
+import bench
+from bench import inference, preprocess, roofline, train_speed
+from lidc import synthetic
+from tests.test_training_helpers import tiny_net
+
+
+def test_alternate_times_every_competitor():
+    calls = []
+    seconds = bench.alternate({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                              repeats=2, number=2)
+    assert calls == ["a", "a", "b", "b"] * 2
+    assert set(seconds) == {"a", "b"} and all(s >= 0 for s in seconds.values())
+
+
+def test_table_lines_up_columns():
+    text = bench.table(["net", "img/s"], [["lenet5", 1234.5], ["vgg16", 0.25]])
+    lines = text.splitlines()
+    assert len(lines) == 4 and len({len(line) for line in lines}) == 1
+
+
+def test_matmul_rate_and_share():
+    rate = roofline.matmul_rate(size=64, chain=2, repeats=1)
+    assert rate > 0
+    assert roofline.share(1e9, 10.0, 30e9, training=True) == pytest.approx(1.0)
+    assert roofline.network_flops("lenet5") > 0
+
+
+def test_training_step_of_ours_runs():
+    trainer = train_speed.OursTrainer(tiny_net, batch_size=4, image_shape=(16, 16, 1))
+    try:
+        seconds = train_speed.measure({"ours": trainer}, warmup=1, repeats=1, steps=1)
+    finally:
+        trainer.close()
+    assert seconds["ours"] > 0
+
+
+def test_inference_of_session_and_saved_model(tmp_path):
+    ours = inference.OursSession(tiny_net, image_shape=(16, 16, 1))
+    try:
+        x = inference.images(5, image_shape=(16, 16, 1))
+        probabilities = ours.predict(x, batch_size=2)
+        ours.export(tmp_path / "saved_model")
+    finally:
+        ours.close()
+    assert probabilities.shape == (5, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert (tmp_path / "saved_model" / "saved_model.pb").is_file()
+
+
+def test_preprocess_stages_and_floor_on_a_tiny_cohort(tmp_path):
+    root = tmp_path / "root"
+    paths = preprocess.cohort(root, patients=1, size=synthetic.MIN_SIZE,
+                              slices=synthetic.MIN_SLICES)
+    assert paths and preprocess.decode_floor(paths) > 0
+    seconds = preprocess.run_stages(root, tmp_path / "work", workers=1)
+    assert set(seconds) == set(preprocess.STAGES)
+    assert (tmp_path / "work" / "patches" / "patches.npy").is_file()
