@@ -82,17 +82,12 @@ def compare(name, count=1024, batch_size=256, warmup=1, repeats=5, keras=True, f
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--nets", nargs="+", default=["resnet50", "vgg16"],
-                   choices=sorted(nets.NETWORKS))
+    roofline.add_timing_options(p, ["resnet50", "vgg16"])
     p.add_argument("--batch", type=int, default=256, help="images per run")
     p.add_argument("--images", type=int, default=1024, help="images classified per repetition")
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=5, help="timed rounds (median reported)")
-    p.add_argument("--no-keras", action="store_true")
     args = p.parse_args(argv)
-    print(f"machine: {bench.machine()}")
-    rate, _ = roofline.machine_rate(sizes=(1024, 2048), repeats=3)
-    print(f"float32 matmul limit: {rate / 1e9:.0f} GFLOP/s (bench.roofline)")
+    rate = roofline.announce_limit()
     rows = []
     for name in args.nets:
         flops = roofline.network_flops(name)

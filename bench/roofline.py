@@ -62,6 +62,21 @@ def machine_rate(sizes=(1024, 2048, 4096), repeats=5):
     return max(rates.values()), rates
 
 
+def add_timing_options(p, nets_default, repeats=5):
+    """The options every throughput benchmark shares."""
+    p.add_argument("--nets", nargs="+", default=nets_default, choices=sorted(nets.NETWORKS))
+    p.add_argument("--repeats", type=int, default=repeats, help="timed rounds (median reported)")
+    p.add_argument("--no-keras", action="store_true", help="time our graphs only")
+
+
+def announce_limit():
+    """Prints the machine and its float32 matmul rate; returns the rate (FLOP/s)."""
+    print(f"machine: {bench.machine()}")
+    rate, _ = machine_rate(sizes=(1024, 2048), repeats=3)
+    print(f"float32 matmul limit: {rate / 1e9:.0f} GFLOP/s (bench.roofline)")
+    return rate
+
+
 def network_flops(name, image_shape=(64, 64, 1), num_classes=3):
     """Forward FLOPs per image of network `name`, counted from its layer shapes."""
     with tf.Graph().as_default():

@@ -112,17 +112,12 @@ def compare(name, batch_size, warmup=2, repeats=5, steps=3, keras=True):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--nets", nargs="+", default=["resnet50", "vgg16", "lenet5"],
-                   choices=sorted(nets.NETWORKS))
+    roofline.add_timing_options(p, ["resnet50", "vgg16", "lenet5"])
     p.add_argument("--batches", type=int, nargs="+", default=[16, 64])
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
-    p.add_argument("--repeats", type=int, default=5, help="timed rounds (median reported)")
     p.add_argument("--steps", type=int, default=3, help="steps per round")
-    p.add_argument("--no-keras", action="store_true", help="time our graphs only")
     args = p.parse_args(argv)
-    print(f"machine: {bench.machine()}")
-    rate, _ = roofline.machine_rate(sizes=(1024, 2048), repeats=3)
-    print(f"float32 matmul limit: {rate / 1e9:.0f} GFLOP/s (bench.roofline)")
+    rate = roofline.announce_limit()
     rows = []
     for name in args.nets:
         flops = roofline.network_flops(name)

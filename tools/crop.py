@@ -9,7 +9,6 @@ in the order of patches.npy) and WORK/skipped/crop.csv. Holes (inclusion FALSE) 
 """
 import os
 from collections import defaultdict
-from pathlib import Path
 
 import cv2
 import numpy as np
