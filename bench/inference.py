@@ -20,22 +20,12 @@ import tensorflow as tf
 import bench
 import nets
 from bench import roofline
-from bench.train_speed import IMAGE_SHAPE, KERAS_APPLICATIONS, NUM_CLASSES, keras_model
+from bench.train_speed import IMAGE_SHAPE, KERAS_APPLICATIONS, OursGraph, keras_model
 from training import model as model_lib
 
-v1 = tf.compat.v1
 
-
-class OursSession:
+class OursSession(OursGraph):
     """Our training graph, initialised, classifying through `probabilities` in its session."""
-
-    def __init__(self, builder, image_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES, seed=0):
-        self.graph = tf.Graph()
-        with self.graph.as_default():
-            self.model = model_lib.build(builder, image_shape, num_classes, seed=seed)
-            init = v1.global_variables_initializer()
-        self.session = v1.Session(graph=self.graph, config=model_lib.session_config())
-        self.session.run(init)
 
     def predict(self, images, batch_size):
         (probabilities,) = model_lib.run_in_batches(
@@ -45,9 +35,6 @@ class OursSession:
     def export(self, export_dir):
         with self.graph.as_default():
             model_lib.export(self.session, self.model, export_dir)
-
-    def close(self):
-        self.session.close()
 
 
 def images(count, seed=0, image_shape=IMAGE_SHAPE):

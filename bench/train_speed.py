@@ -36,18 +36,28 @@ def batch(size, seed=0, image_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES):
     return x, y
 
 
-class OursTrainer:
-    """Our training graph (training.model.build) in its own graph and session; `step()` runs one
-    training step on a fixed batch exactly as training.loop does."""
+class OursGraph:
+    """Our training graph (training.model.build) for `builder`, initialised in a session of its
+    own, with the session options the trainer uses."""
 
-    def __init__(self, builder, batch_size, image_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES,
-                 seed=0):
+    def __init__(self, builder, image_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES, seed=0):
         self.graph = tf.Graph()
         with self.graph.as_default():
             self.model = model_lib.build(builder, image_shape, num_classes, seed=seed)
             init = v1.global_variables_initializer()
         self.session = v1.Session(graph=self.graph, config=model_lib.session_config())
         self.session.run(init)
+
+    def close(self):
+        self.session.close()
+
+
+class OursTrainer(OursGraph):
+    """`step()` runs one training step on a fixed batch exactly as training.loop does."""
+
+    def __init__(self, builder, batch_size, image_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES,
+                 seed=0):
+        super().__init__(builder, image_shape, num_classes, seed)
         self.x, self.y = batch(batch_size, seed, image_shape, num_classes)
         m = self.model
         self.fetches = [m.train_op, m.loss, m.accuracy]
@@ -56,9 +66,6 @@ class OursTrainer:
 
     def step(self):
         return self.session.run(self.fetches, self.feed)
-
-    def close(self):
-        self.session.close()
 
 
 class KerasTrainer:

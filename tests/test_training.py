@@ -24,6 +24,16 @@ class Interrupted(Exception):
     """Stands in for a kill between checkpoints."""
 
 
+def run_until_killed(config, builder, step):
+    """Trains `config` and stops it dead after `step`, as a kill between checkpoints would."""
+    def kill(current):
+        if current == step:
+            raise Interrupted()
+
+    with pytest.raises(Interrupted):
+        train_tool.run_training(config, builder=builder, after_step=kill, log=lambda *a: None)
+
+
 @pytest.fixture
 def work(tmp_path):
     write_dataset(tmp_path / "work")
@@ -185,15 +195,8 @@ def test_resume_continues_the_step_count_and_ends_with_the_uninterrupted_weights
     write_dataset(tmp_path / "b" / "work")
     whole = train_tool.run_training(train_config(tmp_path / "a", **options), builder=tiny_net,
                                     log=lambda *a: None)
-
-    def kill_at_25(step):
-        if step == 25:
-            raise Interrupted()
-
     config = train_config(tmp_path / "b", **options)
-    with pytest.raises(Interrupted):
-        train_tool.run_training(config, builder=tiny_net, after_step=kill_at_25,
-                                log=lambda *a: None)
+    run_until_killed(config, tiny_net, 25)
     run_b = RunDir(tmp_path / "b" / "runs" / "tiny")
     assert not run_b.finished()
     with pytest.raises(LidcError, match="unfinished run at step 20.*--resume"):
@@ -291,15 +294,8 @@ def test_resume_with_lenet5_ends_with_the_uninterrupted_weights(tmp_path, determ
         write_dataset(tmp_path / run / "work", sizes=(24, 6, 6), image=64)
     train_tool.run_training(train_config(tmp_path / "a", **options), builder=nets.get("lenet5"),
                             log=lambda *a: None)
-
-    def kill_at_10(step):
-        if step == 10:
-            raise Interrupted()
-
     config = train_config(tmp_path / "b", **options)
-    with pytest.raises(Interrupted):
-        train_tool.run_training(config, builder=nets.get("lenet5"), after_step=kill_at_10,
-                                log=lambda *a: None)
+    run_until_killed(config, nets.get("lenet5"), 10)
     train_tool.run_training(config, resume=True, builder=nets.get("lenet5"), log=lambda *a: None)
     a, b = weights(tmp_path / "a" / "runs" / "tiny"), weights(tmp_path / "b" / "runs" / "tiny")
     assert a.keys() == b.keys()
