@@ -55,12 +55,14 @@ def bottleneck(inputs, depth, stride, is_training, projection, scope="bottleneck
       The tensor [batch, height / stride, width / stride, depth].
     """
     with tf.compat.v1.variable_scope(scope):
+        # Both branches start with a 1x1 convolution of this stride, i.e. a subsampling: done once.
+        subsampled = layers.subsample(inputs, stride)
         if projection:
-            shortcut = layers.conv_bn_relu(inputs, depth, 1, is_training, stride=stride,
-                                           use_relu=False, scope="shortcut")
+            shortcut = layers.conv_bn_relu(subsampled, depth, 1, is_training, use_relu=False,
+                                           scope="shortcut")
         else:
             shortcut = inputs
-        residual = layers.conv_bn_relu(inputs, depth // EXPANSION, 1, is_training, stride=stride,
+        residual = layers.conv_bn_relu(subsampled, depth // EXPANSION, 1, is_training,
                                        scope="conv1")
         residual = layers.conv_bn_relu(residual, depth // EXPANSION, 3, is_training,
                                        scope="conv2")

@@ -297,6 +297,36 @@ def test_forward_flops_of_a_tiny_net():
         assert nets.forward_flops(scope="other/") == 0
 
 
+@pytest.mark.parametrize("size,kernel,stride,padding", [
+    (6, 1, 1, "SAME"),   # 1x1: a matmul
+    (7, 1, 2, "SAME"),   # 1x1 with a stride, odd map: subsample, then a matmul
+    (7, 1, 2, "VALID"),
+    (2, 3, 1, "SAME"),   # a small map: a matmul of the shifted views
+    (1, 3, 1, "SAME"),
+    (2, 4, 1, "SAME"),   # an even kernel pads unevenly, as tf.nn.conv2d does
+    (5, 3, 1, "SAME"),   # a larger map: tf.nn.conv2d itself
+    (5, 3, 2, "VALID"),
+])
+def test_convolve_equals_conv2d_with_its_gradients(size, kernel, stride, padding):
+    rng = np.random.RandomState(kernel * 10 + size)
+    x = rng.normal(size=(2, size, size, 3)).astype(np.float32)
+    w = rng.normal(size=(kernel, kernel, 3, 5)).astype(np.float32)
+    with tf.Graph().as_default():
+        inputs, weights = tf.constant(x), tf.constant(w)
+        ours = layers.convolve(inputs, weights, stride, padding)
+        reference = tf.nn.conv2d(inputs, weights, strides=stride, padding=padding)
+        assert ours.shape.as_list() == reference.shape.as_list()
+        upstream = tf.constant(rng.normal(size=reference.shape.as_list()).astype(np.float32))
+        grads = [tf.gradients(out, [inputs, weights], grad_ys=upstream)
+                 for out in (ours, reference)]
+        with tf.compat.v1.Session() as session:
+            ours, reference, (ours_grads, reference_grads) = session.run(
+                [ours, reference, grads])
+    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5)
+    for ours_grad, reference_grad in zip(ours_grads, reference_grads):
+        np.testing.assert_allclose(ours_grad, reference_grad, rtol=1e-4, atol=1e-4)
+
+
 def test_nets_import_tensorflow_only():
     forbidden = ["keras", "tf.layers", "compat.v1.layers", "tf.contrib", "tf.estimator", "lidc",
                  "open("]
