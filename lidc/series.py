@@ -15,50 +15,92 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import pydicom.pixels
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 from pydicom.uid import AllTransferSyntaxes
+from pydicom.values import convert_value
 
 from lidc.errors import LidcError
 from lidc.records import Series, SliceHeader
 
 AIR_HU = -1000
-_HEADER_TAGS = ["Modality", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID",
-                "PatientID", "ImagePositionPatient", "InstanceNumber", "PixelSpacing",
-                "SliceThickness", "Rows", "Columns", "SliceLocation"]
+# The header elements the index needs, by tag, and their VR for files written with implicit VR.
+_HEADER_TAGS = {keyword: tag_for_keyword(keyword) for keyword in [
+    "Modality", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "PatientID",
+    "ImagePositionPatient", "InstanceNumber", "PixelSpacing", "SliceThickness", "Rows", "Columns",
+    "BitsAllocated", "SamplesPerPixel", "NumberOfFrames"]}
+_HU_TAGS = {keyword: tag_for_keyword(keyword)
+            for keyword in ["RescaleSlope", "RescaleIntercept", "PixelPaddingValue"]}
+_PIXEL_DATA = tag_for_keyword("PixelData")
 
 
 def read_header(path):
     """Reads one file's header; raises LidcError naming the file when it is not a usable image."""
     try:
         # PixelData is listed but deferred: its length and offset are read, never its bytes.
-        ds = pydicom.dcmread(path, defer_size=1024, specific_tags=_HEADER_TAGS + [
-            "BitsAllocated", "SamplesPerPixel", "NumberOfFrames", "PixelData"])
+        ds = pydicom.dcmread(path, defer_size=1024,
+                             specific_tags=[*_HEADER_TAGS.values(), _PIXEL_DATA])
+        values = _values(ds, _HEADER_TAGS)
     except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError) as e:
         raise LidcError(path, f"not a readable DICOM file ({type(e).__name__}: {e})") from None
-    if "SeriesInstanceUID" not in ds or "SOPInstanceUID" not in ds:
+    if not values.get("SeriesInstanceUID") or not values.get("SOPInstanceUID"):
         raise LidcError(path, "DICOM file without series or SOP instance UID")
-    if "Rows" not in ds or "Columns" not in ds:
+    if values.get("Rows") is None or values.get("Columns") is None:
         raise LidcError(path, "DICOM file without an image (no Rows/Columns)")
-    _check_pixel_data(path, ds)
-    position = ds.get("ImagePositionPatient")
-    spacing = ds.get("PixelSpacing")
+    _check_pixel_data(path, ds, values)
+    try:
+        return _slice_header(path, values)
+    except (ValueError, TypeError, IndexError) as e:
+        raise LidcError(path, f"unreadable header value ({type(e).__name__}: {e})") from None
+
+
+def _values(ds, tags):
+    """keyword -> value of the `tags` (keyword -> tag) present in `ds`, converted straight from
+    the raw elements: pydicom's attribute access builds and validates a DataElement each time,
+    which cost as much as parsing the file (measured: 0.49 against 0.29 ms a header)."""
+    values = {}
+    for keyword, tag in tags.items():
+        raw = ds.get_item(tag)
+        if raw is not None:
+            # Implicit-VR files leave the VR to the dictionary; 'US or SS' elements (the padding
+            # value) have the sign of the pixels.
+            vr = raw.VR or dictionary_VR(tag)
+            if vr == "US or SS":
+                vr = "SS" if ds.get("PixelRepresentation") == 1 else "US"
+            value = convert_value(vr, raw)
+            if value is not None and value != "":
+                values[keyword] = value
+    return values
+
+
+def _slice_header(path, values):
+    position = values.get("ImagePositionPatient")
+    spacing = values.get("PixelSpacing")
+    thickness = values.get("SliceThickness")
     return SliceHeader(
-        path=str(path), modality=str(ds.get("Modality", "")),
-        patient_id=str(ds.get("PatientID", "")), study_uid=str(ds.get("StudyInstanceUID", "")),
-        series_uid=str(ds.SeriesInstanceUID), sop_uid=str(ds.SOPInstanceUID),
-        z=float(position[2]) if position is not None and len(position) == 3 else None,
-        instance_number=int(ds.get("InstanceNumber") or 0),
-        spacing=(float(spacing[0]), float(spacing[1])) if spacing else None,
-        thickness=float(ds.SliceThickness) if ds.get("SliceThickness") not in (None, "") else None,
-        shape=(int(ds.Rows), int(ds.Columns)))
+        path=str(path), modality=str(values.get("Modality", "")),
+        patient_id=str(values.get("PatientID", "")),
+        study_uid=str(values.get("StudyInstanceUID", "")),
+        series_uid=str(values["SeriesInstanceUID"]), sop_uid=str(values["SOPInstanceUID"]),
+        z=float(position[2]) if _multiple(position, 3) else None,
+        instance_number=int(values.get("InstanceNumber") or 0),
+        spacing=(float(spacing[0]), float(spacing[1])) if _multiple(spacing, 2) else None,
+        thickness=float(thickness) if thickness is not None else None,
+        shape=(int(values["Rows"]), int(values["Columns"])))
 
 
-def _check_pixel_data(path, ds):
+def _multiple(value, count):
+    return value is not None and not isinstance(value, str) and len(value) == count
+
+
+def _check_pixel_data(path, ds, values):
     """Refuses, at the index, a slice whose pixels the crop stage could not read: none at all,
     fewer bytes than its header describes, a file that ends before them, or a compression that
     no installed decoder reads."""
-    if "PixelData" not in ds:
+    element = ds.get_item(_PIXEL_DATA, keep_deferred=True)
+    if element is None:
         raise LidcError(path, "DICOM file without pixel data")
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if syntax is not None and syntax.is_compressed:
@@ -67,12 +109,11 @@ def _check_pixel_data(path, ds):
             raise LidcError(path, f"compressed as {syntax.name}, which no installed decoder "
                                   f"reads ({missing}); install one and run the index again")
         return  # encapsulated frames have no fixed size to check
-    element = ds.get_item("PixelData", keep_deferred=True)
     length = getattr(element, "length", None)
     length = len(element.value or b"") if length is None else length
-    frames = int(ds.get("NumberOfFrames") or 1)
-    need = (int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1) * frames
-            * int(ds.get("BitsAllocated") or 16) // 8)
+    frames = int(values.get("NumberOfFrames") or 1)
+    need = (int(values["Rows"]) * int(values["Columns"]) * int(values.get("SamplesPerPixel") or 1)
+            * frames * int(values.get("BitsAllocated") or 16) // 8)
     if length < need:
         raise LidcError(path, f"pixel data of {length} bytes is shorter than the {need} bytes "
                               "its header describes")
@@ -177,23 +218,42 @@ def read_hu(path):
     Pixels equal to PixelPaddingValue (outside the scanner's field of view) become air, so a
     crop at the edge of the field of view sees air, not -3000 HU.
     """
+    ds = pydicom.Dataset()
     try:
-        ds = pydicom.dcmread(path)
-        stored = ds.pixel_array
+        # Reads the pixels straight from the file into the array, with only the elements named
+        # here: twice as fast as dcmread + Dataset.pixel_array (0.42 against 0.85 ms a slice).
+        stored = pydicom.pixels.pixel_array(str(path), ds_out=ds,
+                                            specific_tags=list(_HU_TAGS.values()))
+        values = _values(ds, _HU_TAGS)
     except Exception as e:  # pydicom raises many types for bad or undecodable pixel data
         detail = " ".join(str(e).split())  # plugin errors span lines; a report row should not
         raise LidcError(path, f"cannot decode the pixel data ({type(e).__name__}: {detail})") \
             from None
     if stored.ndim != 2:
         raise LidcError(path, f"expected one 2-D frame, found pixel array of shape {stored.shape}")
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    if slope == 1:  # the usual case: integer arithmetic, no float pass over the pixels
-        hu = stored.astype(np.int32) + int(round(intercept))
-    else:
-        hu = np.rint(stored.astype(np.float32) * slope + intercept)
-    hu = np.clip(hu, -32768, 32767).astype(np.int16)
-    padding = ds.get("PixelPaddingValue")
+    slope = float(values.get("RescaleSlope", 1) or 1)
+    intercept = float(values.get("RescaleIntercept", 0) or 0)
+    hu = _to_hu(stored, slope, intercept)
+    padding = values.get("PixelPaddingValue")
     if padding is not None:
         hu[stored == padding] = AIR_HU
     return hu
+
+
+_INT16 = np.iinfo(np.int16)
+
+
+def _to_hu(stored, slope, intercept):
+    """stored x slope + intercept as int16, rounded, clipped to int16's range."""
+    shift = round(intercept)
+    if slope == 1 and shift == intercept and stored.dtype.kind in "iu" and stored.size:
+        # The usual case: when the stored values and their sums fit int16, one int16 addition
+        # (a third of the time of widening, adding and clipping).
+        low, high = int(stored.min()), int(stored.max())
+        if (_INT16.min <= min(low, low + shift, shift)
+                and max(high, high + shift, shift) <= _INT16.max):
+            return np.add(stored, np.int16(shift), dtype=np.int16, casting="unsafe")
+        hu = stored.astype(np.int32) + shift
+    else:
+        hu = np.rint(stored.astype(np.float32) * slope + intercept)
+    return np.clip(hu, _INT16.min, _INT16.max).astype(np.int16)

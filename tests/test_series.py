@@ -27,6 +27,21 @@ def test_hu_from_any_rescale(tmp_path, slope, intercept):
     np.testing.assert_array_equal(dicom.read_hu(tmp_path / "a.dcm"), hu)
 
 
+@pytest.mark.parametrize("dtype", [np.int16, np.uint16, np.int32, np.uint8])
+@pytest.mark.parametrize("slope,intercept", [(1, -1024), (1, 0), (1, 40000), (1, -40000),
+                                             (1, -1024.5), (2.5, -1024)])
+def test_hu_arithmetic_is_exact_rounded_and_clipped(dtype, slope, intercept):
+    # Full-range values push the int16 fast path out (to the clipping one); a narrow range keeps
+    # it: both must equal float arithmetic rounded and clipped to int16.
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(0)
+    for low, high in [(info.min, info.max), (max(info.min, -2000), min(info.max, 4000))]:
+        stored = rng.integers(low, high, (40, 40), endpoint=True).astype(dtype)
+        expected = np.clip(np.rint(stored.astype(np.float64) * slope + intercept), -32768, 32767)
+        np.testing.assert_array_equal(dicom._to_hu(stored, slope, intercept), expected)
+        assert dicom._to_hu(stored, slope, intercept).dtype == np.int16
+
+
 def test_padding_value_becomes_air(tmp_path):
     path = write_slice(tmp_path / "a.dcm", 0.0, 0)
     ds = pydicom.dcmread(path)
