@@ -64,10 +64,11 @@ def _alive(pid):
 def write_csv(path, rows, fieldnames):
     """Writes dict rows to a CSV atomically; None becomes an empty cell."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fieldnames, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in fieldnames})
+        # csv.writer on lists: DictWriter's per-row checks doubled the time of a large table.
+        writer = csv.writer(f)
+        writer.writerow(fieldnames)
+        writer.writerows(["" if (value := row.get(k)) is None else value for k in fieldnames]
+                         for row in rows)
 
 
 def read_csv(path):

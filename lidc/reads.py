@@ -12,6 +12,7 @@ yCoord the row, 0-based from the top-left.
 Chest X-ray reads (IdriReadMessage), files that are not well-formed, and numbers that are not
 numbers raise LidcError naming the file; nothing else escapes.
 """
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +81,9 @@ def load_root(path):
 
 
 def _local(el):
-    return etree.QName(el).localname if isinstance(el.tag, str) else ""
+    # "{namespace}name" or "name"; comments and processing instructions have no string tag.
+    tag = el.tag
+    return tag.rpartition("}")[2] if isinstance(tag, str) else ""
 
 
 def _children(el, name):
@@ -176,19 +179,28 @@ def _roi(path, el):
 
 def _point(path, el):
     """(row, col) from an edgeMap/locus: yCoord is the row, xCoord the column."""
-    return int(round(_number(path, el, "yCoord"))), int(round(_number(path, el, "xCoord")))
+    # One pass over the children (a read holds thousands of points): the first of each wins.
+    texts = {}
+    for c in el:
+        texts.setdefault(_local(c), c.text or "")
+    return (int(round(_parse_number(path, el, "yCoord", texts.get("yCoord")))),
+            int(round(_parse_number(path, el, "xCoord", texts.get("xCoord")))))
 
 
 def _number(path, el, name):
-    text = _text(el, name)
+    return _parse_number(path, el, name, _text(el, name))
+
+
+def _parse_number(path, el, name, text):
     if text is None:
         raise LidcError(path, f"line {el.sourceline}: <{_local(el)}> has no <{name}>")
+    text = text.strip()
     try:
         value = float(text)
     except ValueError:
         raise LidcError(path, f"line {el.sourceline}: <{name}> is not a number: {text!r}") \
             from None
-    if not np.isfinite(value) or abs(value) > 1e6:
+    if not math.isfinite(value) or abs(value) > 1e6:
         raise LidcError(path, f"line {el.sourceline}: <{name}> is out of range: {text!r}")
     return value
 

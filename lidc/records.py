@@ -5,6 +5,7 @@ Only the types here (with builtins and numpy arrays) may be loaded back from the
 pickles (see lidc.io.load_pickle), so a tampered pickle cannot run code.
 """
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -31,7 +32,9 @@ class Roi:
     slice_index: int | None = None
     status: str = ""
 
-    @property
+    # Kept once computed (the points never change after parsing), and pickled with the region:
+    # the annotations workers compute it, and the stages after them read it for free.
+    @cached_property
     def centroid(self):
         """(row, col) of the region: the area centroid of a contour, else the mean point."""
         pts = self.points.astype(np.float64)

@@ -10,6 +10,7 @@ RescaleIntercept.
     hu = read_hu(path)           # one slice, int16 HU
 """
 import functools
+import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -197,7 +198,7 @@ def order_slices(headers):
     warnings.extend(_gaps(unique))
     return Series(patient_id=first.patient_id, study_uid=first.study_uid,
                   series_uid=first.series_uid, modality=first.modality, slices=unique,
-                  folders=sorted({str(Path(h.path).parent) for h in headers}),
+                  folders=sorted({os.path.dirname(h.path) for h in headers}),
                   problems=problems, warnings=warnings)
 
 

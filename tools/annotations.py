@@ -107,6 +107,11 @@ def _series_of(path):
         return path, e
 
 
+def _xml_bytes(item):
+    """What parsing a unit costs: the size of its XML files."""
+    return sum(file_stat(p)[0] or 0 for p in item["xml"])
+
+
 def _fingerprint(item):
     stats = [(p, *file_stat(p)) for p in item["xml"]]
     return fingerprint(stats, sorted((k, v) for k, v in item.items() if k != "xml"))
@@ -184,7 +189,8 @@ def main(argv=None):
     else:
         units, skipped = index_units(args.work)
     parts = Parts(args.work, "annotations-xml" if args.xml else "annotations", force=args.force)
-    reused, done, failed = cli.run_units(parts, units, read_series, args.workers, "annotations")
+    reused, done, failed = cli.run_units(parts, units, read_series, args.workers, "annotations",
+                                         cost=_xml_bytes)
     marks, unit_skipped, sessions = assemble(parts, units)
     skipped = skipped + failed + unit_skipped
     save_pickle(args.work / "annotations.pkl",

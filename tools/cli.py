@@ -67,11 +67,12 @@ def progress(iterable=None, total=None, desc=None, unit="it"):
                 file=sys.stderr, mininterval=0.5)
 
 
-def parallel_map(func, items, workers, desc, unit="series"):
-    """Yields func(item) for each item, in the order of `items`, with a progress bar.
+def parallel_map(func, items, workers, desc, unit="series", ordered=True):
+    """Yields func(item) for each item, with a progress bar.
 
     With workers > 1 the items go to a pool of processes one at a time (chunksize 1), so each
-    worker holds one item's data at a time and the output is the same as with one worker.
+    worker holds one item's data at a time. Results come in the order of `items`, or as they
+    finish when `ordered` is False.
     """
     items = list(items)
     if not items:
@@ -85,7 +86,8 @@ def parallel_map(func, items, workers, desc, unit="series"):
             return
         ctx = multiprocessing.get_context(_start_method())
         with ctx.Pool(min(workers, len(items))) as pool:
-            for result in pool.imap(func, items, chunksize=1):
+            mapper = pool.imap if ordered else pool.imap_unordered
+            for result in mapper(func, items, chunksize=1):
                 yield result
                 bar.update()
     finally:
@@ -131,35 +133,43 @@ def summary(title, counts, skipped=()):
             print(f"    ... and {len(skipped) - 20} more (see the stage's skipped.csv)")
 
 
-class _Guarded:
-    """Runs a unit's function, turning any failure into (None, reason) so that one bad unit
-    never stops the run; picklable, so it crosses into worker processes."""
+class _Unit:
+    """Runs a unit's function and saves its result to the stage's parts, in the worker: only
+    (key, error) crosses back, so the parent neither receives nor writes the results. Any failure
+    becomes the error (a reason), so that one bad unit never stops the run. Picklable, so it
+    crosses into worker processes."""
 
-    def __init__(self, func):
+    def __init__(self, func, parts):
         self.func = func
+        self.parts = parts
 
     def __call__(self, job):
         key, fp, item = job
         try:
-            return key, fp, self.func(item), None
+            self.parts.save(key, fp, self.func(item))
+            return key, None
         except LidcError as e:
-            return key, fp, None, str(e)
+            return key, str(e)
         except Exception as e:  # a bug or an input we did not foresee: report it, go on
-            return key, fp, None, f"unexpected {type(e).__name__}: {e}"
+            return key, f"unexpected {type(e).__name__}: {e}"
 
 
-def run_units(parts, units, func, workers, desc, unit="series"):
+def run_units(parts, units, func, workers, desc, unit="series", cost=None):
     """Computes func(item) for each (key, fingerprint, item) whose result `parts` lacks.
 
-    Results are saved to `parts` as they arrive (so a killed run resumes), not kept in memory.
-    Returns (reused, done, failed) where failed is [(key, reason)]; failed units are not saved,
-    so the next run tries them again.
+    Each result is saved to `parts` as soon as it is computed (so a killed run resumes), never
+    kept in memory; read them back in the units' order. With `cost` (item -> a number), the
+    costliest units start first, so that workers finish together rather than one waiting on the
+    other's last large unit. Returns (reused, done, failed) where failed is [(key, reason)];
+    failed units are not saved, so the next run tries them again.
     """
     pending = [u for u in units if parts.load(u[0], u[1]) is None]
-    failed = []
-    for key, fp, result, error in parallel_map(_Guarded(func), pending, workers, desc, unit):
-        if error is None:
-            parts.save(key, fp, result)
-        else:
-            failed.append((key, error))
+    if cost is not None:
+        pending.sort(key=lambda u: cost(u[2]), reverse=True)
+    failed = {}
+    for key, error in parallel_map(_Unit(func, parts), pending, workers, desc, unit,
+                                   ordered=False):
+        if error is not None:
+            failed[key] = error
+    failed = [(key, failed[key]) for key, _, _ in units if key in failed]
     return len(units) - len(pending), len(pending) - len(failed), failed

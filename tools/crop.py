@@ -136,7 +136,8 @@ def main(argv=None):
         raise LidcError(None, f"--size must be an even number of pixels >= 8, not {args.size}")
     units, skipped = series_units(args.work, args.size)
     parts = Parts(args.work, "crop", force=args.force)
-    reused, done, failed = cli.run_units(parts, units, crop_series, args.workers, "crop")
+    reused, done, failed = cli.run_units(parts, units, crop_series, args.workers, "crop",
+                                         cost=lambda item: len(item["paths"]))
     out = args.work / "patches"
     rows, unit_skipped = assemble(parts, units, out, args.size)
     skipped = skipped + failed + unit_skipped

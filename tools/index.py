@@ -147,7 +147,8 @@ def main(argv=None):
         raise LidcError(root, "the LIDC root holds no files")
     parts = Parts(args.work, "index", force=args.force)
     reused, done, failed = cli.run_units(parts, units, read_folder, args.workers,
-                                         "index folders", unit="folder")
+                                         "index folders", unit="folder",
+                                         cost=lambda item: len(item[1]))
     ct, xml, skipped = collect(parts, units)
     skipped = failed + skipped
     write_csv(args.work / "index.csv", [index_row(s, xml.get(s.series_uid, [])) for s in ct],
