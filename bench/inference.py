@@ -5,8 +5,9 @@ Three ways to classify the same float32 64x64x1 images in batches of `--batch` (
                `tools.predict` does
   session      the training graph itself, is_training left at False (what evaluation runs)
   keras        tf.keras.applications.<Net>(weights=None, same input and classes).predict
-After warm-up the three run in turn, `--repeats` rounds; the median is reported, with the share
-of the machine's float32 matmul rate reached (bench.roofline).
+After warm-up the three run in turn with the machine's float32 matmul probe (bench.roofline),
+`--repeats` rounds; the median is reported, with the share of the matmul rate (measured in the
+same rounds) reached.
 
     python -m bench.inference [--nets resnet50 vgg16] [--batch 256] [--images 1024] [--repeats 5]
 """
@@ -42,15 +43,17 @@ def images(count, seed=0, image_shape=IMAGE_SHAPE):
 
 
 def compare(name, count=1024, batch_size=256, warmup=1, repeats=5, keras=True, folder=None):
-    """Seconds to classify `count` images with each way. Returns {way: seconds or None}."""
+    """Seconds to classify `count` images with each way, and the float32 matmul rate measured in
+    the same rounds. Returns {way: seconds or None, 'limit': FLOP/s}."""
     x = images(count)
+    probe = roofline.MatmulProbe()
     ours = OursSession(nets.get(name))
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         export_dir = Path(tmp) / "saved_model"
         ours.export(export_dir)
         predictor = model_lib.Predictor.from_saved_model(export_dir)
     runs = {"saved_model": lambda: predictor.predict(x, batch_size),
-            "session": lambda: ours.predict(x, batch_size)}
+            "session": lambda: ours.predict(x, batch_size), "limit": probe.step}
     if keras and name in KERAS_APPLICATIONS:
         model = keras_model(KERAS_APPLICATIONS[name])
         runs["keras"] = lambda: model.predict(x, batch_size=batch_size, verbose=0)
@@ -62,8 +65,10 @@ def compare(name, count=1024, batch_size=256, warmup=1, repeats=5, keras=True, f
     finally:
         predictor.close()
         ours.close()
+        probe.close()
         tf.keras.backend.clear_session()
     seconds.setdefault("keras", None)
+    seconds["limit"] = probe.rate(seconds["limit"])
     return seconds
 
 
@@ -74,7 +79,7 @@ def main(argv=None):
     p.add_argument("--images", type=int, default=1024, help="images classified per repetition")
     p.add_argument("--warmup", type=int, default=1)
     args = p.parse_args(argv)
-    rate = roofline.announce_limit()
+    roofline.announce_machine()
     rows = []
     for name in args.nets:
         flops = roofline.network_flops(name)
@@ -85,11 +90,13 @@ def main(argv=None):
                 continue
             rate_way = args.images / s[way]
             rows.append([name, way, rate_way, "-" if keras is None else rate_way / keras,
-                         f"{100 * roofline.share(flops, rate_way, rate, training=False):.0f}%"])
-        print(f"  {name}: " + ", ".join(f"{w} {args.images / v:.0f} img/s"
-                                        for w, v in s.items() if v), flush=True)
+                         s["limit"] / 1e9,
+                         f"{100 * roofline.share(flops, rate_way, s['limit'], False):.0f}%"])
+        print(f"  {name}: " + ", ".join(f"{w} {args.images / s[w]:.0f} img/s"
+                                        for w in ("saved_model", "session", "keras") if s[w])
+              + f", limit {s['limit'] / 1e9:.0f} GFLOP/s", flush=True)
     print(f"\ninference, batch {args.batch}, 64x64x1, 3 classes")
-    print(bench.table(["net", "way", "img/s", "vs keras", "of limit"], rows))
+    print(bench.table(["net", "way", "img/s", "vs keras", "limit GFLOP/s", "of limit"], rows))
     return 0
 
 

@@ -26,31 +26,53 @@ v1 = tf.compat.v1
 TRAINING_COST = 3  # a training step ~ forward + backward (2x forward)
 
 
-def matmul_rate(size=2048, chain=4, repeats=5):
-    """Float32 FLOP/s of TensorFlow multiplying two size x size matrices on this machine.
+class MatmulProbe:
+    """A chain of float32 size x size matrix products, one session call per `step()`.
 
-    `chain` products run in one session call (each feeding the next, so none is skipped), which
-    keeps the per-call overhead out of the figure. Returns the median rate over `repeats`.
+    `chain` products run in one call (each feeding the next, so none is skipped), which keeps the
+    per-call overhead out of the figure. The throughput benchmarks time it in turn with the
+    networks, so the limit and the networks' rates come from the same minutes of a shared machine.
     """
-    graph = tf.Graph()
-    with graph.as_default():
-        rng = np.random.default_rng(0)
-        # Variables, not constants: Grappler would fold a product of constants away.
-        # Scaled by 1/sqrt(size) so that the chained products neither overflow nor underflow
-        # (denormals are slow); cast back, since numpy's float64 scalar would promote them.
-        a, b = (tf.Variable((rng.standard_normal((size, size)) / np.sqrt(size))
-                            .astype(np.float32)) for _ in range(2))
-        product = a
-        for _ in range(chain):
-            product = tf.matmul(product, b)
-        # Fetch a scalar: the rate of the products, not of copying the result out.
-        out = tf.reduce_sum(product[:1, :1])
-        init = v1.global_variables_initializer()
-    with v1.Session(graph=graph, config=session_config()) as session:
-        session.run(init)
-        session.run(out)  # warm-up: kernel selection, thread pool start
-        seconds = bench.median_time(lambda: session.run(out), repeats)
-    return chain * 2.0 * size ** 3 / seconds
+
+    def __init__(self, size=2048, chain=4):
+        self.flops = chain * 2.0 * size ** 3
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            rng = np.random.default_rng(0)
+            # Variables, not constants: Grappler would fold a product of constants away.
+            # Scaled by 1/sqrt(size) so that the chained products neither overflow nor underflow
+            # (denormals are slow); cast back, since numpy's float64 scalar would promote them.
+            a, b = (tf.Variable((rng.standard_normal((size, size)) / np.sqrt(size))
+                                .astype(np.float32)) for _ in range(2))
+            product = a
+            for _ in range(chain):
+                product = tf.matmul(product, b)
+            # Fetch a scalar: the rate of the products, not of copying the result out.
+            self.out = tf.reduce_sum(product[:1, :1])
+            init = v1.global_variables_initializer()
+        self.session = v1.Session(graph=self.graph, config=session_config())
+        self.session.run(init)
+
+    def step(self):
+        self.session.run(self.out)
+
+    def rate(self, seconds):
+        """FLOP/s of one step that took `seconds`."""
+        return self.flops / seconds
+
+    def close(self):
+        self.session.close()
+
+
+def matmul_rate(size=2048, chain=4, repeats=5):
+    """Float32 FLOP/s of TensorFlow multiplying two size x size matrices on this machine: the
+    median over `repeats` steps of a MatmulProbe, after one warm-up step."""
+    probe = MatmulProbe(size, chain)
+    try:
+        probe.step()  # warm-up: kernel selection, thread pool start
+        return probe.rate(bench.median_time(probe.step, repeats))
+    finally:
+        probe.close()
 
 
 def machine_rate(sizes=(1024, 2048, 4096), repeats=5):
@@ -69,12 +91,9 @@ def add_timing_options(p, nets_default, repeats=5):
     p.add_argument("--no-keras", action="store_true", help="time our graphs only")
 
 
-def announce_limit():
-    """Prints the machine and its float32 matmul rate; returns the rate (FLOP/s)."""
+def announce_machine():
     print(f"machine: {bench.machine()}")
-    rate, _ = machine_rate(sizes=(1024, 2048), repeats=3)
-    print(f"float32 matmul limit: {rate / 1e9:.0f} GFLOP/s (bench.roofline)")
-    return rate
+    print("the limit: a chain of 2048x2048 float32 matmuls, timed in turn with the networks\n")
 
 
 def network_flops(name, image_shape=(64, 64, 1), num_classes=3):

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every benchmark in turn and keeps the printed tables in data/bench/latest.txt.
-#   bench/run.sh            (from the repository root, in the project's environment)
+#   bash bench/run.sh       (from a clean clone: sets up .venv first, as the README's commands do)
 # Options of one benchmark: python -m bench.NAME --help.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source tools/setup.sh
 mkdir -p data/bench
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 {

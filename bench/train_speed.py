@@ -4,9 +4,9 @@ A step is what `training.loop` runs: the placeholder feed of a float32 NHWC batc
 labels, forward, backward, Adam's update and the batch-norm moving-average updates, fetching the
 train op, the loss and the accuracy. Keras' counterpart is `tf.keras.applications.ResNet50` /
 `VGG16` (weights=None, the same 64x64x1 input and 3 classes, Adam, `train_on_batch`) in the same
-process. After warm-up the two run in turn, `--repeats` rounds of `--steps` steps each, and the
-median per-step time is reported, with the share of the machine's float32 matmul rate reached
-(see bench.roofline).
+process. After warm-up the two run in turn with the machine's float32 matmul probe
+(bench.roofline), `--repeats` rounds of `--steps` steps each; the median per-step time is reported,
+with the share of the matmul rate (measured in the same rounds) reached.
 
     python -m bench.train_speed [--nets resnet50 vgg16 lenet5] [--batches 16 64] [--repeats 5]
 """
@@ -101,11 +101,13 @@ def measure(trainers, warmup=2, repeats=5, steps=3):
 
 
 def compare(name, batch_size, warmup=2, repeats=5, steps=3, keras=True):
-    """Seconds per step of our `name` and, when Keras has it, of Keras' counterpart.
+    """Seconds per step of our `name`, of Keras' counterpart when it has one, and the machine's
+    float32 matmul rate measured in the same rounds.
 
-    Returns {'ours': seconds, 'keras': seconds or None}.
+    Returns {'ours': seconds, 'keras': seconds or None, 'limit': FLOP/s}.
     """
-    trainers = {"ours": OursTrainer(nets.get(name), batch_size)}
+    probe = roofline.MatmulProbe()
+    trainers = {"ours": OursTrainer(nets.get(name), batch_size), "limit": probe}
     if keras and name in KERAS_APPLICATIONS:
         trainers["keras"] = KerasTrainer(KERAS_APPLICATIONS[name], batch_size)
     try:
@@ -114,6 +116,7 @@ def compare(name, batch_size, warmup=2, repeats=5, steps=3, keras=True):
         for trainer in trainers.values():
             trainer.close()
     seconds.setdefault("keras", None)
+    seconds["limit"] = probe.rate(seconds["limit"])
     return seconds
 
 
@@ -124,7 +127,7 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
     p.add_argument("--steps", type=int, default=3, help="steps per round")
     args = p.parse_args(argv)
-    rate = roofline.announce_limit()
+    roofline.announce_machine()
     rows = []
     for name in args.nets:
         flops = roofline.network_flops(name)
@@ -134,14 +137,15 @@ def main(argv=None):
             keras = size / s["keras"] if s["keras"] else None
             rows.append([name, size, s["ours"], ours,
                          "-" if keras is None else keras,
-                         "-" if keras is None else ours / keras,
-                         f"{100 * roofline.share(flops, ours, rate, training=True):.0f}%"])
+                         "-" if keras is None else ours / keras, s["limit"] / 1e9,
+                         f"{100 * roofline.share(flops, ours, s['limit'], training=True):.0f}%"])
             print(f"  {name} batch {size}: ours {ours:.1f} img/s"
-                  + ("" if keras is None else f", keras {keras:.1f} img/s"), flush=True)
+                  + ("" if keras is None else f", keras {keras:.1f} img/s")
+                  + f", limit {s['limit'] / 1e9:.0f} GFLOP/s", flush=True)
     print("\ntraining step (feed + forward + backward + Adam + batch-norm updates), 64x64x1, "
           "3 classes")
     print(bench.table(["net", "batch", "s/step", "ours img/s", "keras img/s", "ours/keras",
-                       "of limit"], rows))
+                       "limit GFLOP/s", "of limit"], rows))
     return 0
 
 
