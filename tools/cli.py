@@ -6,8 +6,11 @@ Exit codes (ARCHITECTURE.md): 0 the work was done (skipped inputs are reported, 
 import argparse
 import multiprocessing
 import os
+import signal
 import sys
 import threading
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from tqdm import tqdm
@@ -70,9 +73,10 @@ def progress(iterable=None, total=None, desc=None, unit="it"):
 def parallel_map(func, items, workers, desc, unit="series", ordered=True):
     """Yields func(item) for each item, with a progress bar.
 
-    With workers > 1 the items go to a pool of processes one at a time (chunksize 1), so each
-    worker holds one item's data at a time. Results come in the order of `items`, or as they
-    finish when `ordered` is False.
+    With workers > 1 the items go to a pool of processes one at a time, so each worker holds one
+    item's data at a time. Results come in the order of `items`, or as they finish when
+    `ordered` is False. A worker that dies (killed by the system, e.g. out of memory) stops the
+    map with a LidcError rather than leaving it waiting forever for that item.
     """
     items = list(items)
     if not items:
@@ -84,14 +88,58 @@ def parallel_map(func, items, workers, desc, unit="series", ordered=True):
                 yield func(item)
                 bar.update()
             return
-        ctx = multiprocessing.get_context(_start_method())
-        with ctx.Pool(min(workers, len(items))) as pool:
-            mapper = pool.imap if ordered else pool.imap_unordered
-            for result in mapper(func, items, chunksize=1):
-                yield result
-                bar.update()
+        yield from _pooled(func, items, min(workers, len(items)), ordered, desc, bar)
     finally:
         bar.close()
+
+
+def _pooled(func, items, workers, ordered, desc, bar):
+    ctx = multiprocessing.get_context(_start_method())
+    stop = ctx.Event()
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start_worker,
+                               initargs=(stop,))
+    try:
+        futures = [pool.submit(_Guarded(func), item) for item in items]
+        for future in (futures if ordered else as_completed(futures)):
+            yield future.result()
+            bar.update()
+    except BrokenProcessPool:
+        raise LidcError(None, f"{desc}: a worker process died (killed by the system, out of "
+                              f"memory?) with {bar.n} of {len(items)} items finished; finished "
+                              f"work is kept: run again to resume, with fewer --workers if "
+                              f"memory is short") from None
+    finally:
+        # An interrupted or failed map: items already handed to a worker are dropped unstarted,
+        # items running finish (their work is kept).
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+_stop = None
+
+
+def _start_worker(stop):
+    """Worker set-up: Ctrl-C reaches the whole process group, but only the parent acts on it
+    (by setting `stop`), so that no worker dies mid-item or prints its own traceback."""
+    global _stop
+    _stop = stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class _Stopped(Exception):
+    """An item a worker received after the map was stopped, and did not start."""
+
+
+class _Guarded:
+    """func, run in a worker only while the map is not stopped. Picklable."""
+
+    def __init__(self, func):
+        self.func = func
+
+    def __call__(self, item):
+        if _stop.is_set():
+            raise _Stopped()
+        return self.func(item)
 
 
 def _start_method():
