@@ -58,5 +58,12 @@ def test_preprocess_stages_and_floor_on_a_tiny_cohort(tmp_path):
                               slices=synthetic.MIN_SLICES)
     assert paths and preprocess.decode_floor(paths) > 0
     seconds = preprocess.run_stages(root, tmp_path / "work", workers=1)
-    assert set(seconds) == set(preprocess.STAGES)
+    assert set(seconds) == {*preprocess.STAGES, *(f"{s} pool" for s in preprocess.STAGES)}
+    assert all(0 < seconds[f"{s} pool"] < seconds[s] for s in preprocess.STAGES)
     assert (tmp_path / "work" / "patches" / "patches.npy").is_file()
+
+
+def test_amdahl_ceiling():
+    assert preprocess.ceiling(serial=0.0, pooled=1.0) == pytest.approx(2.0)
+    assert preprocess.ceiling(serial=1.0, pooled=2.0) == pytest.approx(1.5)
+    assert preprocess.ceiling(serial=1.0, pooled=0.0) == pytest.approx(1.0)
