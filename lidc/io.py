@@ -5,6 +5,8 @@ Every file is written under a temporary name in the same folder and renamed into
 """
 import contextlib
 import csv
+import errno
+import fcntl
 import glob
 import json
 import os
@@ -59,6 +61,36 @@ def _alive(pid):
     except PermissionError:
         return True  # someone else's live process
     return True
+
+
+@contextlib.contextmanager
+def exclusive(folder, advice):
+    """Holds FOLDER/.lock for the body, so that one process at a time writes the folder; a second
+    one is refused with LidcError: "FOLDER: in use by pid N; ADVICE".
+
+    The lock is an fcntl.flock: the kernel releases it when its holder exits or is killed, so a
+    crashed run never leaves a stale lock behind. A second open of the file in the same process
+    is refused too (flock belongs to the open file).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    f = open(folder / ".lock", "a+")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise LidcError(folder, f"in use by {holder}; {advice}") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}\n")
+        f.flush()
+        yield folder
+    finally:
+        f.close()  # closing the file releases the lock
 
 
 def write_csv(path, rows, fieldnames):

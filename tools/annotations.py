@@ -184,6 +184,11 @@ def per_reader(marks, limit=12):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    with cli.work_lock(args.work):
+        return run(args)
+
+
+def run(args):
     if args.xml:
         units, skipped = xml_units(args.xml, args.workers)
     else:

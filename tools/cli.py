@@ -159,6 +159,13 @@ def _start_method():
     return "forkserver"
 
 
+def work_lock(work):
+    """Holds WORK for a stage: a second stage run on the same WORK meanwhile is refused rather
+    than let the two overwrite each other's parts and outputs."""
+    from lidc.io import exclusive
+    return exclusive(work, "wait for it to finish or choose another --work")
+
+
 def write_skipped(work, stage, skipped):
     """Writes WORK/skipped/STAGE.csv (path, reason): the full list behind the summary."""
     path = Path(work) / "skipped" / f"{stage}.csv"

@@ -132,6 +132,11 @@ def export_png(out, rows):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    with cli.work_lock(args.work):
+        return run(args)
+
+
+def run(args):
     if args.size < 8 or args.size % 2:
         raise LidcError(None, f"--size must be an even number of pixels >= 8, not {args.size}")
     units, skipped = series_units(args.work, args.size)

@@ -72,6 +72,11 @@ def train_rows(args, train, labels):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    with cli.work_lock(args.work):
+        return run(args)
+
+
+def run(args):
     patches, rows = load_patches(args.work)
     labels = np.array([int(r["label"]) for r in rows], np.int64)
     patient_ids = np.array([r["patient_id"] for r in rows])

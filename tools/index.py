@@ -138,6 +138,11 @@ def export_png(item):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    with cli.work_lock(args.work):
+        return run(args)
+
+
+def run(args):
     root = args.root.resolve()
     if not root.is_dir():
         raise LidcError(root, "the LIDC root does not exist (run tools/synthesize.sh for the "

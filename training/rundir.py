@@ -11,13 +11,11 @@
     eval/              the evaluation on the test set (tools.evaluate)
 """
 import contextlib
-import errno
-import fcntl
 import json
-import os
 from pathlib import Path
 
 from lidc.errors import LidcError
+from lidc.io import exclusive
 
 
 class RunDir:
@@ -62,32 +60,12 @@ def _read_json(path):
 
 @contextlib.contextmanager
 def locked(run_dir):
-    """Holds the run folder's lock for the body; refuses when another process holds it.
-
-    The lock is an fcntl.flock on `.lock`: the kernel releases it when its holder exits or is
-    killed, so a crashed run never leaves a stale lock behind. A second open of the file in the
-    same process is refused too (flock belongs to the open file), which the tests rely on.
+    """Holds the run folder's lock (`.lock`, see lidc.io.exclusive) for the body; yields the
+    RunDir.
 
     Raises:
       LidcError: another process (or open file) holds the lock.
     """
     run_dir = RunDir(run_dir) if not isinstance(run_dir, RunDir) else run_dir
-    run_dir.root.mkdir(parents=True, exist_ok=True)
-    f = open(run_dir.lock, "a+")
-    try:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            raise LidcError(run_dir.root, f"in use by {holder}; wait for it to finish or "
-                                          "choose another --name") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()}\n")
-        f.flush()
+    with exclusive(run_dir.root, "wait for it to finish or choose another --name"):
         yield run_dir
-    finally:
-        f.close()  # closing the file releases the lock
