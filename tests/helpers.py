@@ -1,5 +1,9 @@
-"""Small inputs the tests build themselves: CT slices from pydicom's real CT_small.dcm, LIDC XML."""
+"""Small inputs the tests build themselves: CT slices from pydicom's real CT_small.dcm, LIDC XML;
+and a lock held by another process."""
+import contextlib
 import copy
+import subprocess
+import sys
 
 import numpy as np
 import pydicom
@@ -93,3 +97,19 @@ def square(cx, cy, half):
 
 def new_uid():
     return generate_uid()
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(imports, lock):
+    """Runs another Python process that holds the lock `lock` (an expression, e.g.
+    "locked('runs/x')", after `imports`) until the block ends; yields that process's pid."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import time; {imports}\n"
+         f"with {lock}:\n    print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()

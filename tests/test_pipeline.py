@@ -2,12 +2,14 @@
 import csv
 import filecmp
 import json
+import shutil
 
 import numpy as np
 import pytest
 
 from lidc.synthetic import write_cohort
-from tools import annotations, crop, dataset, index
+from tests.helpers import lock_held_elsewhere
+from tools import annotations, cli, crop, dataset, index
 
 
 def rows(path):
@@ -95,7 +97,6 @@ def test_two_workers_give_the_same_outputs_and_reruns_resume(cohort, tmp_path, c
 
 
 def test_stage_without_its_input_exits_1_with_a_message(tmp_path, capsys):
-    from tools import cli
     with pytest.raises(SystemExit) as e:
         cli.run(crop.main, ["--work", str(tmp_path)])
     assert e.value.code == 1
@@ -103,28 +104,16 @@ def test_stage_without_its_input_exits_1_with_a_message(tmp_path, capsys):
 
 
 def test_a_stage_is_refused_while_another_run_holds_its_work_folder(cohort, tmp_path, capsys):
-    import shutil
-    import subprocess
-    import sys
-    from tools import cli
     root, work = cohort
     other = tmp_path / "work"
     shutil.copytree(work, other)
     before = (other / "patches" / "patches.npy").stat().st_mtime_ns
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import time; from tools import cli\n"
-         f"with cli.work_lock({str(other)!r}):\n    print('held', flush=True); time.sleep(30)"],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere("from tools import cli", f"cli.work_lock({str(other)!r})") as pid:
         with pytest.raises(SystemExit) as e:
             cli.run(crop.main, ["--work", str(other), "--force"])
         assert e.value.code == 1
-        assert f"{other}: in use by pid {holder.pid}; wait for it to finish or choose " \
-               "another --work" in capsys.readouterr().err
+        assert f"{other}: in use by pid {pid}; wait for it to finish or choose another " \
+               "--work" in capsys.readouterr().err
         assert (other / "patches" / "patches.npy").stat().st_mtime_ns == before
-    finally:
-        holder.kill()
-        holder.wait()
     assert crop.main(["--work", str(other), "--force"]) == 0  # the holder's exit freed WORK
     assert (other / "patches" / "patches.npy").stat().st_mtime_ns != before

@@ -4,14 +4,13 @@ Each test builds a tiny dataset of blobs (16x16) and trains the tiny network of
 test_training_helpers for a few dozen steps, so the whole file runs in seconds.
 """
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from lidc.errors import LidcError
+from tests.helpers import lock_held_elsewhere
 from tests.test_training_helpers import blobs, tiny_net, train_config, write_dataset
 from tools import train as train_tool
 from training import batches, model as model_lib, rules
@@ -234,18 +233,11 @@ def test_the_lock_refuses_a_second_writer(work):
         with pytest.raises(LidcError, match="in use by pid"):
             train_tool.run_training(config, builder=tiny_net, log=lambda *a: None)
     # Another process holding the lock is refused as well; its exit releases the lock.
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from training.rundir import locked\n"
-         f"with locked({str(run_dir)!r}):\n    print('held', flush=True); time.sleep(30)"],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(LidcError, match=f"in use by pid {holder.pid}"):
+    with lock_held_elsewhere("from training.rundir import locked",
+                             f"locked({str(run_dir)!r})") as pid:
+        with pytest.raises(LidcError, match=f"in use by pid {pid}"):
             with locked(run_dir):
                 pass
-    finally:
-        holder.kill()
-        holder.wait()
     with locked(run_dir):
         pass
 
