@@ -70,11 +70,13 @@ def exclusive(folder, advice):
 
     The lock is an fcntl.flock: the kernel releases it when its holder exits or is killed, so a
     crashed run never leaves a stale lock behind. A second open of the file in the same process
-    is refused too (flock belongs to the open file).
+    is refused too (flock belongs to the open file). A process forked meanwhile (a worker) does not
+    keep the lock: it would hold it for as long as it lives.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     f = open(folder / ".lock", "a+")
+    _held.add(f)
     try:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -90,7 +92,21 @@ def exclusive(folder, advice):
         f.flush()
         yield folder
     finally:
+        _held.discard(f)
         f.close()  # closing the file releases the lock
+
+
+_held = set()  # the lock files this process holds
+
+
+def _drop_inherited_locks():
+    # The child's copy of the file shares the lock; closing that copy leaves the parent's lock.
+    for f in _held:
+        f.close()
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
 def write_csv(path, rows, fieldnames):

@@ -1,0 +1,59 @@
+"""Worker pools shared by the stages of one process (tools.cli.shared_pools)."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lidc.io import exclusive
+from tools import cli
+
+
+def pid_of(_):
+    return os.getpid()
+
+
+def worker_pids(n=6):
+    return set(cli.parallel_map(pid_of, range(n), 2, "pids"))
+
+
+def test_maps_inside_shared_pools_reuse_one_pool_and_maps_outside_start_their_own():
+    with cli.shared_pools():
+        first, second = worker_pids(), worker_pids()
+    assert os.getpid() not in first
+    assert first == second
+    assert worker_pids().isdisjoint(first)
+    assert cli._shared is None
+
+
+def test_a_map_left_early_closes_the_shared_pool_and_the_next_map_starts_a_new_one():
+    with cli.shared_pools():
+        first = worker_pids()
+        results = cli.parallel_map(pid_of, range(6), 2, "pids")
+        next(results)
+        results.close()  # what an exception in the consumer or Ctrl-C does
+        assert worker_pids().isdisjoint(first)
+
+
+def test_workers_of_a_shared_pool_do_not_keep_the_work_lock_of_the_stage_that_started_them(
+        tmp_path):
+    # Workers are forked while the stage holds WORK/.lock; if they kept their copy of the lock
+    # file, the next stage (or any other process) would be refused for as long as they live.
+    with cli.shared_pools():
+        with exclusive(tmp_path, "wait"):
+            assert len(worker_pids()) == 2
+        other = subprocess.run(
+            [sys.executable, "-c", "import sys; from lidc.io import exclusive\n"
+             f"with exclusive({str(tmp_path)!r}, 'wait'): print('locked')"],
+            capture_output=True, text=True, timeout=60,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        assert other.returncode == 0, other.stderr
+        assert other.stdout.strip() == "locked"
+        with exclusive(tmp_path, "wait"):
+            pass
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_map_gives_each_item_its_result_in_order(workers):
+    with cli.shared_pools():
+        assert list(cli.parallel_map(abs, [-3, 1, -2, 5], workers, "abs")) == [3, 1, 2, 5]
