@@ -9,7 +9,7 @@ import pytest
 
 from lidc.synthetic import write_cohort
 from tests.helpers import lock_held_elsewhere
-from tools import annotations, cli, crop, dataset, index
+from tools import annotations, cli, crop, dataset, index, preprocess
 
 
 def rows(path):
@@ -94,6 +94,28 @@ def test_two_workers_give_the_same_outputs_and_reruns_resume(cohort, tmp_path, c
     assert "series reused from an earlier run: 5" in capsys.readouterr().out
     assert filecmp.cmp(work / "patches/patches.npy", other / "patches/patches.npy",
                        shallow=False)
+
+
+def test_preprocess_runs_the_three_stages_in_one_process_with_the_same_outputs(cohort, tmp_path,
+                                                                               capsys):
+    root, work = cohort
+    other = tmp_path / "work"
+    assert preprocess.main(["--root", str(root), "--work", str(other), "--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "index: " in out and "annotations: " in out and "crop: " in out
+    for name in ["index.csv", "slices.csv", "annotations.csv", "patches/patches.csv",
+                 "patches/patches.npy"]:
+        assert filecmp.cmp(work / name, other / name, shallow=False), name
+    assert preprocess.main(["--root", str(root), "--work", str(other), "--workers", "2"]) == 0
+    assert "series reused from an earlier run: 5" in capsys.readouterr().out
+
+
+def test_preprocess_stops_at_the_first_stage_that_cannot_run(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.run(preprocess.main, ["--root", str(tmp_path / "none"), "--work", str(tmp_path)])
+    assert e.value.code == 1
+    assert "the LIDC root does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "annotations.pkl").exists()
 
 
 def test_stage_without_its_input_exits_1_with_a_message(tmp_path, capsys):

@@ -8,9 +8,7 @@ cd "$(dirname "$0")/.."
 source tools/setup.sh
 
 tools/synthesize.sh "$@"
-tools/index.sh
-tools/annotations.sh
-tools/crop.sh
+tools/preprocess.sh   # index, annotations and crop, one pool of workers
 tools/dataset.sh
 
 # The paper stops past 5,000 steps once accuracy is over 0.90; the demo's 600 training patches
