@@ -3,9 +3,12 @@
 The cohort is synthetic (lidc.synthetic.write_cohort: real DICOM files and LIDC XML reads) with
 the geometry of the real collection: 512x512 slices, about 130 slices per series. It is written
 once and cached under data/bench/ (ignored by git). The floor is the least any preprocessing
-must do: `pydicom.dcmread` every slice once and decode its pixels, in one process. Each stage
-runs in this process as its command would (`tools.STAGE.main([...])`, `--force`, into a fresh
-work folder), with 1 and then 2 workers, `--repeats` rounds alternating; medians are reported.
+must do: `pydicom.dcmread` every slice once and decode its pixels, in one process; the same
+split between two running processes shows what two cores of the machine give on that work. Each
+stage runs in this process as its command would (`tools.STAGE.main([...])`, `--force`, into a
+fresh work folder), with 1 worker, with 2 (a pool per stage, as three commands), and with 2 in one
+pool for the three stages (as `tools.preprocess`), `--repeats` rounds alternating; medians are
+reported.
 
     python -m bench.preprocess [--patients 4] [--slices 130] [--size 512] [--repeats 3]
 """
@@ -47,29 +50,32 @@ def decode_floor(paths):
     return total
 
 
-def run_stages(root, work, workers, stages=STAGES):
-    """Runs the stages in order, as their commands, into `work`.
+def run_stages(root, work, workers, stages=STAGES, shared=False):
+    """Runs the stages in order, as their commands, into `work`; with `shared`, in one pool of
+    workers as tools.preprocess does (cli.shared_pools), else each in its own.
 
     Returns {stage: seconds, 'STAGE pool': seconds of it spent inside the stage's worker pool
     (tools.cli.parallel_map, its start and stop included)}; the rest is the stage's serial part:
     reading its inputs, merging the units' results, writing its outputs.
     """
-    from tools import annotations, crop, index
+    from tools import annotations, cli, crop, index
     modules = {"index": index, "annotations": annotations, "crop": crop}
     argv = {"index": ["--root", str(root)]}
     seconds = {}
-    for stage in stages:
-        args = [*argv.get(stage, []), "--work", str(work), "--workers", str(workers), "--force"]
-        pooled = [0.0]
-        started = time.perf_counter()
-        # The stages' summaries and progress bars are not the benchmark's output.
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
-                timing_pools(pooled):
-            code = modules[stage].main(args)
-        seconds[stage] = time.perf_counter() - started
-        seconds[f"{stage} pool"] = pooled[0]
-        if code:
-            raise RuntimeError(f"{stage} exited with {code}")
+    with cli.shared_pools() if shared else contextlib.nullcontext():
+        for stage in stages:
+            args = [*argv.get(stage, []), "--work", str(work), "--workers", str(workers),
+                    "--force"]
+            pooled = [0.0]
+            started = time.perf_counter()
+            # The stages' summaries and progress bars are not the benchmark's output.
+            with contextlib.redirect_stdout(io.StringIO()), \
+                    contextlib.redirect_stderr(io.StringIO()), timing_pools(pooled):
+                code = modules[stage].main(args)
+            seconds[stage] = time.perf_counter() - started
+            seconds[f"{stage} pool"] = pooled[0]
+            if code:
+                raise RuntimeError(f"{stage} exited with {code}")
     return seconds
 
 
@@ -90,33 +96,52 @@ def timing_pools(spent):
         yield
 
 
-def measure(root, paths, workers=(1, 2), repeats=3, folder=None):
-    """Median seconds of the floor and of each stage with each worker count, alternating.
+def floor_on_two(paths):
+    """Seconds to decode every slice once split between two processes already running and warm:
+    what this machine gives for the floor's work on two cores, with no serial part and no
+    process start. The stages' 2-worker speed-up is measured against this."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    halves = [paths[0::2], paths[1::2]]
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+        list(pool.map(decode_floor, halves))  # start both and warm them
+        started = time.perf_counter()
+        list(pool.map(decode_floor, halves))
+        return time.perf_counter() - started
 
-    Returns {'floor': seconds, workers: {stage: seconds, 'STAGE pool': seconds, 'total': ...,
-    'total pool': ...}}.
+
+# The rows of a measurement: (name, workers, shared pools).
+WAYS = (("1 worker", 1, False), ("2 workers", 2, False), ("2 workers, one pool", 2, True))
+
+
+def measure(root, paths, repeats=3, folder=None):
+    """Median seconds of the floor (on one process and on two) and of each stage each way
+    (WAYS), alternating.
+
+    Returns {'floor': s, 'floor on 2': s, WAY: {stage: s, 'STAGE pool': s, 'total': s,
+    'total pool': s}}.
     """
     import statistics
     decode_floor(paths)  # warm the page cache: every side then reads from memory
-    times = {"floor": []}
-    for w in workers:
-        times[w] = {}
+    times = {"floor": [], "floor on 2": [], **{way: {} for way, _, _ in WAYS}}
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         for _ in range(repeats):
             started = time.perf_counter()
             decode_floor(paths)
             times["floor"].append(time.perf_counter() - started)
-            for w in workers:
-                work = Path(tmp) / f"work{w}"
+            times["floor on 2"].append(floor_on_two(paths))
+            for way, workers, shared in WAYS:
+                work = Path(tmp) / "work"
                 shutil.rmtree(work, ignore_errors=True)
-                seconds = run_stages(root, work, w)
+                seconds = run_stages(root, work, workers, shared=shared)
                 seconds["total"] = sum(seconds[s] for s in STAGES)
                 seconds["total pool"] = sum(seconds[f"{s} pool"] for s in STAGES)
                 for name, value in seconds.items():
-                    times[w].setdefault(name, []).append(value)
-    result = {"floor": statistics.median(times["floor"])}
-    for w in workers:
-        result[w] = {name: statistics.median(v) for name, v in times[w].items()}
+                    times[way].setdefault(name, []).append(value)
+    result = {"floor": statistics.median(times["floor"]),
+              "floor on 2": statistics.median(times["floor on 2"])}
+    for way, _, _ in WAYS:
+        result[way] = {name: statistics.median(v) for name, v in times[way].items()}
     return result
 
 
@@ -124,6 +149,26 @@ def ceiling(serial, pooled, workers=2):
     """Amdahl's bound on the speed-up from 1 to `workers` workers when only the pooled part of a
     one-worker run divides, and dividing it costs nothing."""
     return (serial + pooled) / (serial + pooled / workers)
+
+
+def rows(r):
+    """The table: the floor, each stage and the total as three commands, the total in one
+    process."""
+    one, two = r["1 worker"], r["2 workers"]
+    out = [["floor: dcmread + decode every slice", r["floor"], r["floor on 2"],
+            r["floor"] / r["floor on 2"], "-", "-", "-"]]
+    for stage in (*STAGES, "total"):
+        out.append(row(stage, one, two, stage))
+    out.append(row("total in one process (tools.preprocess)", one, r["2 workers, one pool"],
+                   "total"))
+    return out
+
+
+def row(name, one, two, stage):
+    serial = one[stage] - one[f"{stage} pool"]
+    return [name, one[stage], two[stage], one[stage] / two[stage], serial,
+            two[f"{stage} pool"] - one[f"{stage} pool"] / 2,
+            ceiling(serial, one[f"{stage} pool"])]
 
 
 def main(argv=None):
@@ -140,23 +185,22 @@ def main(argv=None):
     megabytes = sum(os.path.getsize(p) for p in paths) / 1e6
     print(f"cohort: {root} ({len(paths)} DICOM slices, {megabytes:.0f} MB)")
     r = measure(root, paths, repeats=args.repeats, folder=args.cache)
-    floor, one, two = r["floor"], r[1], r[2]
-    rows = [["floor: dcmread + decode every slice", floor, "-", "-", "-", "-", "-"]]
-    for stage in (*STAGES, "total"):
-        serial = one[stage] - one[f"{stage} pool"]
-        rows.append([stage, one[stage], two[stage], one[stage] / two[stage], serial,
-                     two[f"{stage} pool"] - one[f"{stage} pool"] / 2,
-                     ceiling(serial, one[f"{stage} pool"])])
     print(f"\npreprocessing, seconds (median of {args.repeats})")
-    print(bench.table(["stage", "1 worker", "2 workers", "speed-up", "serial",
-                       "pool cost", "ceiling"], rows))
-    print(f"\nstages / floor: {one['total'] / floor:.2f}x with 1 worker, "
-          f"{two['total'] / floor:.2f}x with 2; speed-up 1 -> 2 workers: "
-          f"{one['total'] / two['total']:.2f}x")
+    print(bench.table(["stage", "1 worker", "2 workers", "speed-up", "serial", "pool cost",
+                       "ceiling"], rows(r)))
+    one, two, shared = (r[way]["total"] for way, _, _ in WAYS)
+    machine = r["floor"] / r["floor on 2"]
+    print(f"\nstages / floor: {one / r['floor']:.2f}x with 1 worker, {two / r['floor']:.2f}x "
+          f"with 2\nspeed-up 1 -> 2 workers: {one / two:.2f}x as three commands, "
+          f"{one / shared:.2f}x in one process (tools.preprocess); the machine: {machine:.2f}x "
+          f"on the floor's work")
     print("serial: the stage's time outside its worker pool (reading inputs, merging results, "
           "writing outputs), 1 worker;\npool cost: time in the pool with 2 workers beyond half "
-          "the 1-worker time (starting and stopping\nprocesses, uneven shares of the units); "
-          "ceiling: the speed-up if only the serial part remained\n(Amdahl), before pool cost")
+          "the 1-worker time (starting and stopping\nprocesses, uneven shares of the units, "
+          "the machine's own shortfall); ceiling: the speed-up if\nonly the serial part "
+          "remained (Amdahl), before pool cost. The floor's 2 workers: its slices split\n"
+          "between two processes already running (no serial part, no start): what two cores "
+          "of this\nmachine give on this work")
     return 0
 
 
