@@ -219,6 +219,28 @@ def read_hu(path):
     Pixels equal to PixelPaddingValue (outside the scanner's field of view) become air, so a
     crop at the edge of the field of view sees air, not -3000 HU.
     """
+    return read_stored(path).hu()
+
+
+class Stored:
+    """One slice's stored pixels and what turns them into HU; .hu(part) converts any part of
+    them (so that a crop converts only the pixels under its patches)."""
+
+    def __init__(self, pixels, slope, intercept, padding):
+        self.pixels, self.slope, self.intercept, self.padding = pixels, slope, intercept, padding
+
+    def hu(self, part=None):
+        """int16 HU of `part` (a view of self.pixels; all of them by default)."""
+        stored = self.pixels if part is None else part
+        hu = _to_hu(stored, self.slope, self.intercept)
+        if self.padding is not None:
+            hu[stored == self.padding] = AIR_HU
+        return hu
+
+
+def read_stored(path):
+    """Reads one slice's stored pixels and rescale values (a Stored); raises LidcError naming the
+    file when they cannot be decoded."""
     ds = pydicom.Dataset()
     try:
         # Reads the pixels straight from the file into the array, with only the elements named
@@ -232,13 +254,8 @@ def read_hu(path):
             from None
     if stored.ndim != 2:
         raise LidcError(path, f"expected one 2-D frame, found pixel array of shape {stored.shape}")
-    slope = float(values.get("RescaleSlope", 1) or 1)
-    intercept = float(values.get("RescaleIntercept", 0) or 0)
-    hu = _to_hu(stored, slope, intercept)
-    padding = values.get("PixelPaddingValue")
-    if padding is not None:
-        hu[stored == padding] = AIR_HU
-    return hu
+    return Stored(stored, float(values.get("RescaleSlope", 1) or 1),
+                  float(values.get("RescaleIntercept", 0) or 0), values.get("PixelPaddingValue"))
 
 
 _INT16 = np.iinfo(np.int16)

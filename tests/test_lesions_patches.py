@@ -69,3 +69,20 @@ def test_crop_pads_with_air_at_the_edge(center):
     r, c = center[0] + 64, center[1] + 64
     expected = np.where(inside[r - 32:r + 32, c - 32:c + 32], 40, -1000)
     np.testing.assert_array_equal(patch, expected)
+
+
+@pytest.mark.parametrize("center", [(60, 60), (2, 125), (-40, 60), (200, 200)])
+@pytest.mark.parametrize("slope, intercept, padding", [(1, -1024, None), (0.5, -1024, -2000),
+                                                       (1, 0, 32000)])
+def test_converting_only_the_patch_gives_the_patch_of_the_converted_slice(center, slope,
+                                                                          intercept, padding):
+    from lidc.series import Stored
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(-2000, 32767, (128, 128)).astype(np.int16)
+    pixels[:, :20] = -2000  # the second case's padding value
+    pixels[:10] = 32000  # the third case's padding value
+    stored = Stored(pixels, float(slope), float(intercept), padding)
+    expected = crop(stored.hu(), center, size=32)
+    patch = crop(pixels, center, size=32, convert=stored.hu)
+    assert patch.dtype == np.int16
+    np.testing.assert_array_equal(patch, expected)
