@@ -55,8 +55,9 @@ def run_stages(root, work, workers, stages=STAGES, shared=False):
     workers as tools.preprocess does (cli.shared_pools), else each in its own.
 
     Returns {stage: seconds, 'STAGE pool': seconds of it spent inside the stage's worker pool
-    (tools.cli.parallel_map, its start and stop included)}; the rest is the stage's serial part:
-    reading its inputs, merging the units' results, writing its outputs.
+    (tools.cli.parallel_map, its start and stop included), 'STAGE busy': seconds the workers
+    spent in the units, summed over workers}; the time outside the pool is the stage's serial
+    part: reading its inputs, merging the units' results, writing its outputs.
     """
     from tools import annotations, cli, crop, index
     modules = {"index": index, "annotations": annotations, "crop": crop}
@@ -66,14 +67,14 @@ def run_stages(root, work, workers, stages=STAGES, shared=False):
         for stage in stages:
             args = [*argv.get(stage, []), "--work", str(work), "--workers", str(workers),
                     "--force"]
-            pooled = [0.0]
+            pooled = [0.0, 0.0]
             started = time.perf_counter()
             # The stages' summaries and progress bars are not the benchmark's output.
             with contextlib.redirect_stdout(io.StringIO()), \
                     contextlib.redirect_stderr(io.StringIO()), timing_pools(pooled):
                 code = modules[stage].main(args)
             seconds[stage] = time.perf_counter() - started
-            seconds[f"{stage} pool"] = pooled[0]
+            seconds[f"{stage} pool"], seconds[f"{stage} busy"] = pooled
             if code:
                 raise RuntimeError(f"{stage} exited with {code}")
     return seconds
@@ -81,19 +82,34 @@ def run_stages(root, work, workers, stages=STAGES, shared=False):
 
 @contextlib.contextmanager
 def timing_pools(spent):
-    """Adds to spent[0] the seconds spent inside tools.cli.parallel_map while in the block."""
+    """While in the block, adds to spent[0] the seconds spent inside tools.cli.parallel_map, and
+    to spent[1] the seconds its items took where they ran (in the workers)."""
     from tools import cli
     real = cli.parallel_map
 
-    def timed(*args, **kwargs):
+    def timed(func, *args, **kwargs):
         started = time.perf_counter()
         try:
-            yield from real(*args, **kwargs)
+            for result, seconds in real(_Busy(func), *args, **kwargs):
+                spent[1] += seconds
+                yield result
         finally:
             spent[0] += time.perf_counter() - started
 
     with mock.patch.object(cli, "parallel_map", timed):
         yield
+
+
+class _Busy:
+    """func, returning (its result, the seconds it took). Picklable, to run in workers."""
+
+    def __init__(self, func):
+        self.func = func
+
+    def __call__(self, item):
+        started = time.perf_counter()
+        result = self.func(item)
+        return result, time.perf_counter() - started
 
 
 def floor_on_two(paths):
@@ -118,8 +134,8 @@ def measure(root, paths, repeats=3, folder=None):
     """Median seconds of the floor (on one process and on two) and of each stage each way
     (WAYS), alternating.
 
-    Returns {'floor': s, 'floor on 2': s, WAY: {stage: s, 'STAGE pool': s, 'total': s,
-    'total pool': s}}.
+    Returns {'floor': s, 'floor on 2': s, WAY: {stage: s, 'STAGE pool': s, 'STAGE busy': s,
+    'total': s, 'total pool': s, 'total busy': s}}.
     """
     import statistics
     decode_floor(paths)  # warm the page cache: every side then reads from memory
@@ -135,7 +151,8 @@ def measure(root, paths, repeats=3, folder=None):
                 shutil.rmtree(work, ignore_errors=True)
                 seconds = run_stages(root, work, workers, shared=shared)
                 seconds["total"] = sum(seconds[s] for s in STAGES)
-                seconds["total pool"] = sum(seconds[f"{s} pool"] for s in STAGES)
+                for part in ("pool", "busy"):
+                    seconds[f"total {part}"] = sum(seconds[f"{s} {part}"] for s in STAGES)
                 for name, value in seconds.items():
                     times[way].setdefault(name, []).append(value)
     result = {"floor": statistics.median(times["floor"]),
@@ -156,7 +173,7 @@ def rows(r):
     process."""
     one, two = r["1 worker"], r["2 workers"]
     out = [["floor: dcmread + decode every slice", r["floor"], r["floor on 2"],
-            r["floor"] / r["floor on 2"], "-", "-", "-"]]
+            r["floor"] / r["floor on 2"], "-", "-", "-", "-"]]
     for stage in (*STAGES, "total"):
         out.append(row(stage, one, two, stage))
     out.append(row("total in one process (tools.preprocess)", one, r["2 workers, one pool"],
@@ -165,10 +182,23 @@ def rows(r):
 
 
 def row(name, one, two, stage):
+    """name, 1 and 2 workers' seconds, speed-up, serial part, pool cost, the share of the pool
+    cost that is the units' own slowdown side by side, Amdahl's ceiling."""
     serial = one[stage] - one[f"{stage} pool"]
-    return [name, one[stage], two[stage], one[stage] / two[stage], serial,
-            two[f"{stage} pool"] - one[f"{stage} pool"] / 2,
+    cost = two[f"{stage} pool"] - one[f"{stage} pool"] / 2
+    slower = (two[f"{stage} busy"] - one[f"{stage} busy"]) / 2
+    return [name, one[stage], two[stage], one[stage] / two[stage], serial, cost, slower,
             ceiling(serial, one[f"{stage} pool"])]
+
+
+LEGEND = """\
+serial: the stage's time outside its worker pool (reading inputs, merging results, writing
+outputs), 1 worker; pool cost: time in the pool with 2 workers beyond half the 1-worker time;
+units slower: the part of it due to the units themselves taking longer side by side than alone
+(half the growth of their summed time); the rest is starting workers, handing out units, and
+one worker waiting for the other's last unit; ceiling: the speed-up if only the serial part
+remained (Amdahl). The floor's 2 workers: its slices split between two processes already
+running and warm (no serial part, no start): what two cores of this machine give on that work"""
 
 
 def main(argv=None):
@@ -187,20 +217,14 @@ def main(argv=None):
     r = measure(root, paths, repeats=args.repeats, folder=args.cache)
     print(f"\npreprocessing, seconds (median of {args.repeats})")
     print(bench.table(["stage", "1 worker", "2 workers", "speed-up", "serial", "pool cost",
-                       "ceiling"], rows(r)))
+                       "units slower", "ceiling"], rows(r)))
     one, two, shared = (r[way]["total"] for way, _, _ in WAYS)
     machine = r["floor"] / r["floor on 2"]
     print(f"\nstages / floor: {one / r['floor']:.2f}x with 1 worker, {two / r['floor']:.2f}x "
           f"with 2\nspeed-up 1 -> 2 workers: {one / two:.2f}x as three commands, "
           f"{one / shared:.2f}x in one process (tools.preprocess); the machine: {machine:.2f}x "
           f"on the floor's work")
-    print("serial: the stage's time outside its worker pool (reading inputs, merging results, "
-          "writing outputs), 1 worker;\npool cost: time in the pool with 2 workers beyond half "
-          "the 1-worker time (starting and stopping\nprocesses, uneven shares of the units, "
-          "the machine's own shortfall); ceiling: the speed-up if\nonly the serial part "
-          "remained (Amdahl), before pool cost. The floor's 2 workers: its slices split\n"
-          "between two processes already running (no serial part, no start): what two cores "
-          "of this\nmachine give on this work")
+    print(LEGEND)
     return 0
 
 

@@ -58,8 +58,10 @@ def test_preprocess_stages_and_floor_on_a_tiny_cohort(tmp_path):
                               slices=synthetic.MIN_SLICES)
     assert paths and preprocess.decode_floor(paths) > 0
     seconds = preprocess.run_stages(root, tmp_path / "work", workers=1)
-    assert set(seconds) == {*preprocess.STAGES, *(f"{s} pool" for s in preprocess.STAGES)}
-    assert all(0 < seconds[f"{s} pool"] < seconds[s] for s in preprocess.STAGES)
+    assert set(seconds) == {*preprocess.STAGES, *(f"{s} {part}" for s in preprocess.STAGES
+                                                  for part in ("pool", "busy"))}
+    assert all(0 < seconds[f"{s} busy"] <= seconds[f"{s} pool"] < seconds[s]
+               for s in preprocess.STAGES)
     assert (tmp_path / "work" / "patches" / "patches.npy").is_file()
     shared = preprocess.run_stages(root, tmp_path / "shared", workers=2, shared=True)
     assert shared.keys() == seconds.keys()
@@ -70,12 +72,14 @@ def test_preprocess_stages_and_floor_on_a_tiny_cohort(tmp_path):
 def test_preprocess_table_has_the_floor_each_stage_and_both_totals():
     way = {name: 2.0 for name in (*preprocess.STAGES, "total")}
     way.update({f"{name} pool": 1.0 for name in (*preprocess.STAGES, "total")})
+    way.update({f"{name} busy": 0.8 for name in (*preprocess.STAGES, "total")})
     r = {"floor": 1.0, "floor on 2": 0.5, **{name: dict(way) for name, _, _ in preprocess.WAYS}}
     rows = preprocess.rows(r)
     assert [row[0].split(":")[0].split(" (")[0] for row in rows] == [
         "floor", *preprocess.STAGES, "total", "total in one process"]
     assert rows[0][3] == pytest.approx(2.0)
-    assert rows[1][3:] == [pytest.approx(1.0), 1.0, pytest.approx(0.5), pytest.approx(4 / 3)]
+    assert rows[1][3:] == [pytest.approx(1.0), 1.0, pytest.approx(0.5), 0.0,
+                           pytest.approx(4 / 3)]
 
 
 def test_amdahl_ceiling():

@@ -255,13 +255,15 @@ def test_killed_training_resumes_to_the_same_weights_and_a_second_run_is_locked_
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
-# Runs six units on two workers with tools.cli.run_units; unit KILL (if any) SIGKILLs its worker
-# (as the kernel's out-of-memory killer would), every unit sleeps SLEEP seconds first.
+# Runs six units on two workers with tools.cli.run_units (in a pool kept for the process when
+# SHARED is 1); unit KILL (if any) SIGKILLs its worker (as the kernel's out-of-memory killer
+# would), every unit sleeps SLEEP seconds first.
 UNITS = textwrap.dedent("""
-    import os, signal, sys, time
+    import contextlib, os, signal, sys, time
     from lidc.resume import Parts
     from tools import cli
     work, kill, sleep = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    shared = cli.shared_pools() if sys.argv[4] == "1" else contextlib.nullcontext()
     def unit(i):
         time.sleep(sleep)
         if i == kill:
@@ -269,22 +271,25 @@ UNITS = textwrap.dedent("""
         return i * i
     def main(argv):
         units = [(f"unit {i}", "fp", i) for i in range(6)]
-        reused, done, failed = cli.run_units(Parts(work, "t"), units, unit, 2, "units")
+        with shared:
+            reused, done, failed = cli.run_units(Parts(work, "t"), units, unit, 2, "units")
         print(f"reused {reused} done {done} failed {len(failed)}")
     cli.run(main)
 """)
 
 
-def run_units_script(work, kill=-1, sleep=0.0, **popen):
-    return subprocess.Popen([sys.executable, "-c", UNITS, str(work), str(kill), str(sleep)],
+def run_units_script(work, kill=-1, sleep=0.0, shared=False, **popen):
+    return subprocess.Popen([sys.executable, "-c", UNITS, str(work), str(kill), str(sleep),
+                             str(int(shared))],
                             env=env(), cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **popen)
 
 
+@pytest.mark.parametrize("shared", [False, True])
 def test_a_worker_killed_by_the_system_ends_the_stage_with_a_message_and_the_rerun_resumes(
-        tmp_path):
+        tmp_path, shared):
     # The process pool we used before waited forever for the item of a dead worker.
-    first = run_units_script(tmp_path, kill=3)
+    first = run_units_script(tmp_path, kill=3, shared=shared)
     out, err = first.communicate(timeout=60)
     assert first.returncode == 1, err
     assert "a worker process died" in err and "run again to resume" in err
@@ -296,8 +301,10 @@ def test_a_worker_killed_by_the_system_ends_the_stage_with_a_message_and_the_rer
     assert out.strip() == f"reused {saved} done {6 - saved} failed 0"
 
 
-def test_ctrl_c_lets_running_units_finish_keeps_them_and_prints_no_worker_traceback(tmp_path):
-    proc = run_units_script(tmp_path, sleep=0.4, start_new_session=True)
+@pytest.mark.parametrize("shared", [False, True])
+def test_ctrl_c_lets_running_units_finish_keeps_them_and_prints_no_worker_traceback(tmp_path,
+                                                                                    shared):
+    proc = run_units_script(tmp_path, sleep=0.4, shared=shared, start_new_session=True)
     parts = tmp_path / ".parts" / "t"
     deadline = time.monotonic() + 30
     while not list(parts.glob("*.pkl")) and time.monotonic() < deadline:
