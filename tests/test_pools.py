@@ -1,4 +1,5 @@
 """Worker pools shared by the stages of one process (tools.cli.shared_pools)."""
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -14,25 +15,38 @@ def pid_of(_):
 
 
 def worker_pids(n=6):
+    """The processes that ran a 2-worker map's items (one worker may have run them all)."""
     return set(cli.parallel_map(pid_of, range(n), 2, "pids"))
 
 
+def children():
+    return {p.pid for p in multiprocessing.active_children()}
+
+
 def test_maps_inside_shared_pools_reuse_one_pool_and_maps_outside_start_their_own():
+    before = children()
     with cli.shared_pools():
-        first, second = worker_pids(), worker_pids()
+        first = worker_pids()
+        pool = children() - before
+        second = worker_pids()
+        assert len(pool) == 2 and children() - before == pool
     assert os.getpid() not in first
-    assert first == second
-    assert worker_pids().isdisjoint(first)
+    assert first | second <= pool
+    assert not children() & pool  # the block's end stopped them
+    assert worker_pids().isdisjoint(pool)
     assert cli._shared is None
 
 
 def test_a_map_left_early_closes_the_shared_pool_and_the_next_map_starts_a_new_one():
+    before = children()
     with cli.shared_pools():
-        first = worker_pids()
+        worker_pids()
+        pool = children() - before
         results = cli.parallel_map(pid_of, range(6), 2, "pids")
         next(results)
         results.close()  # what an exception in the consumer or Ctrl-C does
-        assert worker_pids().isdisjoint(first)
+        assert not children() & pool
+        assert worker_pids().isdisjoint(pool)
 
 
 def test_workers_of_a_shared_pool_do_not_keep_the_work_lock_of_the_stage_that_started_them(
@@ -40,8 +54,10 @@ def test_workers_of_a_shared_pool_do_not_keep_the_work_lock_of_the_stage_that_st
     # Workers are forked while the stage holds WORK/.lock; if they kept their copy of the lock
     # file, the next stage (or any other process) would be refused for as long as they live.
     with cli.shared_pools():
+        before = children()
         with exclusive(tmp_path, "wait"):
-            assert len(worker_pids()) == 2
+            worker_pids()
+            assert len(children() - before) == 2  # forked while the lock was held
         other = subprocess.run(
             [sys.executable, "-c", "import sys; from lidc.io import exclusive\n"
              f"with exclusive({str(tmp_path)!r}, 'wait'): print('locked')"],
