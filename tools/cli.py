@@ -36,7 +36,7 @@ def parser(description, *options):
         "runs": lambda: p.add_argument("--runs", type=Path, default=DEFAULT_RUNS,
                                        help="where training runs live, one folder per --name"),
         "workers": lambda: p.add_argument("--workers", type=int, default=default_workers(),
-                                          help="parallel processes (default: all cores)"),
+                                          help="parallel processes, one per core unless given"),
         "seed": lambda: p.add_argument("--seed", type=int, default=0,
                                        help="fixes every random choice"),
         "force": lambda: p.add_argument("--force", action="store_true",

@@ -1,4 +1,5 @@
-"""index, annotations and crop in one go: the preprocessing of a LIDC root into patches.
+"""index, annotations and crop in one go, with one pool of workers: a LIDC root into patches.
+The stages' other options (--png) are on their own commands.
 
 Runs the three stages in order in one process, exactly as their own commands would (each writes
 its files, skip report and summary; each resumes), but with one pool of worker processes for all
