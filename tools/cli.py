@@ -126,8 +126,8 @@ class _Pool:
                                             initargs=(self.stop,))
 
     def close(self):
-        """An interrupted or failed map: items already handed to a worker are dropped
-        unstarted, items running finish (their work is kept)."""
+        """Stops the workers. Items handed to the pool but not started are dropped and items
+        running finish, so an interrupted or failed map keeps the work of its running items."""
         if _shared is not None and _shared.get(self.workers) is self:
             del _shared[self.workers]
         self.stop.set()
@@ -149,8 +149,8 @@ def _pool(workers):
 def shared_pools():
     """Inside the block, maps with the same number of workers reuse one pool of processes
     instead of starting and stopping their own: for several stages run in one process, whose
-    workers then start once and stay warm (bench.preprocess: starting two workers and their
-    first items cost 30-60 ms a stage)."""
+    workers then start once and stay warm (bench.preprocess, 32 series: the pools' cost fell
+    from 121-265 to 93-153 ms)."""
     global _shared
     outer, _shared = _shared, ({} if _shared is None else _shared)
     try:
