@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 source tools/setup.sh
 mkdir -p data/bench
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+# TensorFlow's C++ logging prints a few lines (oneDNN notice, no CUDA driver) before that setting
+# takes effect; the filter below keeps them out of the tables.
 {
   for name in roofline train_speed inference preprocess; do
     echo "== python -m bench.$name"
@@ -14,4 +16,6 @@ export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
     echo
   done
 } 2>&1 | grep -v -e "^WARNING" -e "Instructions for updating" -e "This API was designed" \
-                 -e "tf.saved_model.load" | tee data/bench/latest.txt
+                 -e "tf.saved_model.load" -e "absl::InitializeLog" \
+                 -E -e "^[IWE][0-9]{4} [0-9:.]+ +[0-9]+ [a-z_]+\.cc:[0-9]+\]" \
+  | tee data/bench/latest.txt
