@@ -10,7 +10,7 @@ fresh work folder), with 1 worker, with 2 (a pool per stage, as three commands),
 pool for the three stages (as `tools.preprocess`), `--repeats` rounds alternating; medians are
 reported.
 
-    python -m bench.preprocess [--patients 4] [--slices 130] [--size 512] [--repeats 3]
+    python -m bench.preprocess [--patients 4] [--slices 130] [--size 512] [--repeats 5]
 """
 import argparse
 import contextlib
@@ -206,7 +206,7 @@ def main(argv=None):
     p.add_argument("--patients", type=int, default=4, help="patients (one CT series each)")
     p.add_argument("--size", type=int, default=512, help="rows = columns of each slice")
     p.add_argument("--slices", type=int, default=130, help="slices per series")
-    p.add_argument("--repeats", type=int, default=3, help="timed rounds (median reported)")
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds (median reported)")
     p.add_argument("--cache", type=Path, default=CACHE, help="where the cohort is kept")
     args = p.parse_args(argv)
     print(f"machine: {bench.machine()}")
