@@ -10,7 +10,7 @@ fresh work folder), with 1 worker, with 2 (a pool per stage, as three commands),
 pool for the three stages (as `tools.preprocess`), `--repeats` rounds alternating; medians are
 reported.
 
-    python -m bench.preprocess [--patients 4] [--slices 130] [--size 512] [--repeats 5]
+    python -m bench.preprocess [--patients 4 [16 ...]] [--slices 130] [--size 512] [--repeats 5]
 """
 import argparse
 import contextlib
@@ -201,19 +201,46 @@ remained (Amdahl). The floor's 2 workers: its slices split between two processes
 running and warm (no serial part, no start): what two cores of this machine give on that work"""
 
 
+def size_row(patients, r):
+    """One cohort size in the by-size table: series, the floor, 1 worker and its ratio to the
+    floor, the speed-up as three commands and in one process, the serial share of the 1-worker
+    run, the Amdahl ceiling, the floor's own speed-up on two running processes."""
+    one, two, shared = (r[way] for way, _, _ in WAYS)
+    serial = one["total"] - one["total pool"]
+    return [patients, r["floor"], one["total"], one["total"] / r["floor"],
+            one["total"] / two["total"], one["total"] / shared["total"],
+            f"{100 * serial / one['total']:.0f}%", ceiling(serial, one["total pool"]),
+            r["floor"] / r["floor on 2"]]
+
+
+SIZE_COLUMNS = ["series", "floor", "1 worker", "/ floor", "speed-up, 3 commands",
+                "speed-up, one process", "serial", "ceiling", "the machine"]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--patients", type=int, default=4, help="patients (one CT series each)")
+    p.add_argument("--patients", type=int, nargs="+", default=[4],
+                   help="patients (one CT series each); several sizes add a by-size table")
     p.add_argument("--size", type=int, default=512, help="rows = columns of each slice")
     p.add_argument("--slices", type=int, default=130, help="slices per series")
     p.add_argument("--repeats", type=int, default=5, help="timed rounds (median reported)")
     p.add_argument("--cache", type=Path, default=CACHE, help="where the cohort is kept")
     args = p.parse_args(argv)
     print(f"machine: {bench.machine()}")
-    root = args.cache / f"cohort-{args.patients}x{args.slices}x{args.size}"
-    paths = cohort(root, args.patients, args.size, args.slices)
+    by_size = [size_row(n, report(n, args)) for n in args.patients]
+    if len(by_size) > 1:
+        print(f"\nby cohort size, seconds (median of {args.repeats}); serial: its share of the "
+              f"1-worker time")
+        print(bench.table(SIZE_COLUMNS, by_size))
+    return 0
+
+
+def report(patients, args):
+    """Measures one cohort size and prints its table; returns the measurement."""
+    root = args.cache / f"cohort-{patients}x{args.slices}x{args.size}"
+    paths = cohort(root, patients, args.size, args.slices)
     megabytes = sum(os.path.getsize(p) for p in paths) / 1e6
-    print(f"cohort: {root} ({len(paths)} DICOM slices, {megabytes:.0f} MB)")
+    print(f"\ncohort: {root} ({len(paths)} DICOM slices, {megabytes:.0f} MB)")
     r = measure(root, paths, repeats=args.repeats, folder=args.cache)
     print(f"\npreprocessing, seconds (median of {args.repeats})")
     print(bench.table(["stage", "1 worker", "2 workers", "speed-up", "serial", "pool cost",
@@ -225,7 +252,7 @@ def main(argv=None):
           f"{one / shared:.2f}x in one process (tools.preprocess); the machine: {machine:.2f}x "
           f"on the floor's work")
     print(LEGEND)
-    return 0
+    return r
 
 
 if __name__ == "__main__":

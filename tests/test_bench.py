@@ -86,3 +86,26 @@ def test_amdahl_ceiling():
     assert preprocess.ceiling(serial=0.0, pooled=1.0) == pytest.approx(2.0)
     assert preprocess.ceiling(serial=1.0, pooled=2.0) == pytest.approx(1.5)
     assert preprocess.ceiling(serial=1.0, pooled=0.0) == pytest.approx(1.0)
+
+
+def test_by_size_row_gives_ratios_serial_share_and_ceiling():
+    def way(total, pool):
+        return {"total": total, "total pool": pool}
+    r = {"floor": 1.0, "floor on 2": 0.5, "1 worker": way(2.0, 1.8),
+         "2 workers": way(1.6, 0.0), "2 workers, one pool": way(1.0, 0.0)}
+    row = preprocess.size_row(8, r)
+    assert row[:3] == [8, 1.0, 2.0]
+    assert row[3:6] == [pytest.approx(2.0), pytest.approx(1.25), pytest.approx(2.0)]
+    assert row[6] == "10%"
+    assert row[7] == pytest.approx(preprocess.ceiling(0.2, 1.8))
+    assert row[8] == pytest.approx(2.0)
+
+
+def test_preprocess_bench_prints_a_table_per_size_and_the_by_size_table(tmp_path, capsys):
+    argv = ["--patients", "1", "2", "--size", str(synthetic.MIN_SIZE), "--slices",
+            str(synthetic.MIN_SLICES), "--repeats", "1", "--cache", str(tmp_path)]
+    assert preprocess.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("total in one process") == 2
+    by_size = out.split("by cohort size")[1].splitlines()
+    assert [line.split()[0] for line in by_size[3:5]] == ["1", "2"]
