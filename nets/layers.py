@@ -15,6 +15,10 @@ them only when `is_training` is True, so the train op must run them:
   with tf.control_dependencies(update_ops):
     train_op = optimizer.minimize(loss)
 
+For inference only, `folded_batch_norm()` builds each convolution and its batch norm as one
+convolution with a bias, and `fold_batch_norm` turns the trained values into that form's (an
+export: 8% faster ResNet-50 inference, bench/README.md).
+
 Every convolution and dense layer records its forward multiply-adds per image in the graph
 collection `MULTIPLY_ADDS`, so the cost of a network is read without running it:
 
@@ -26,6 +30,7 @@ collection `MULTIPLY_ADDS`, so the cost of a network is read without running it:
     logits = layers.dense(layers.flatten(net), 3, scope='logits')
     flops = layers.forward_flops()  # 2 x multiply-adds per image
 """
+import contextlib
 import zlib
 
 import numpy as np
@@ -134,11 +139,52 @@ def conv_bn_relu(inputs, depth, kernel_size, is_training, stride=1, padding="SAM
       The output tensor [batch, height', width', depth].
     """
     with tf.compat.v1.variable_scope(scope):
+        folded = use_batch_norm and _folding
+        if folded and tf.get_static_value(is_training) in (None, True):
+            raise ValueError("folded batch norm is for inference: is_training must be False")
         outputs = _convolve(inputs, depth, kernel_size, stride, padding,
-                            use_bias=not use_batch_norm)
-        if use_batch_norm:
+                            use_bias=folded or not use_batch_norm)
+        if use_batch_norm and not folded:
             outputs = batch_norm(outputs, is_training)
         return tf.nn.relu(outputs) if use_relu else outputs
+
+
+_folding = False
+
+
+@contextlib.contextmanager
+def folded_batch_norm():
+    """Networks built in the block fold each batch norm into the convolution before it: the
+    convolution gets a bias and the batch norm is gone (its moving averages are constants once
+    training is over). For inference graphs only (is_training False); their variables take the
+    values `fold_batch_norm` gives."""
+    global _folding
+    outer, _folding = _folding, True
+    try:
+        yield
+    finally:
+        _folding = outer
+
+
+def fold_batch_norm(values, epsilon=BATCH_NORM_EPSILON):
+    """The variable values of the folded form from a trained network's: {name: array} (names
+    without ':0'). Each convolution SCOPE/weights followed by SCOPE/bn/* becomes SCOPE/weights
+    times the batch norm's scale and SCOPE/biases, its shift; every other value is kept.
+
+    batch_norm(conv(x, W)) = (conv(x, W) - mean) * scale + beta, scale = gamma / sqrt(var + eps),
+    = conv(x, W * scale) + (beta - mean * scale): the same sums, rounded differently.
+    """
+    folded = {name: value for name, value in values.items() if "/bn/" not in name}
+    for name in values:
+        if not name.endswith("/bn/gamma"):
+            continue
+        scope = name[:-len("/bn/gamma")]
+        bn = {key: np.asarray(values[f"{scope}/bn/{key}"], np.float64)
+              for key in ("gamma", "beta", "moving_mean", "moving_variance")}
+        scale = bn["gamma"] / np.sqrt(bn["moving_variance"] + epsilon)
+        folded[f"{scope}/weights"] = (values[f"{scope}/weights"] * scale).astype(np.float32)
+        folded[f"{scope}/biases"] = (bn["beta"] - bn["moving_mean"] * scale).astype(np.float32)
+    return folded
 
 
 def dense(inputs, units, scope="fc"):

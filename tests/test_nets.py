@@ -202,6 +202,64 @@ def test_tiny_resnet_gradients_reach_every_variable():
             v.op.name for v, g in zip(variables, gradients) if g is None]
 
 
+def random_values(variables, seed=0):
+    """A value for each variable, batch-norm statistics far from their initial 0 and 1."""
+    rng = np.random.RandomState(seed)
+    values = {}
+    for v in variables:
+        shape, name = v.shape.as_list(), v.op.name
+        if name.endswith("moving_variance"):
+            values[name] = rng.uniform(0.2, 3.0, shape)
+        elif name.endswith(("moving_mean", "beta")):
+            values[name] = rng.normal(0.0, 0.5, shape)
+        elif name.endswith("gamma"):
+            values[name] = rng.uniform(0.5, 2.0, shape)
+        else:
+            values[name] = rng.normal(0.0, 0.3, shape)
+    return {name: value.astype(np.float32) for name, value in values.items()}
+
+
+def logits_of(values, batch, fold):
+    """The tiny ResNet's inference logits of `batch` with `values`, built plain or folded."""
+    with tf.Graph().as_default():
+        images, is_training = make_inputs(size=32)
+        if fold:
+            with layers.folded_batch_norm():
+                logits, _ = tiny_resnet(images, tf.constant(False))
+        else:
+            logits, _ = tiny_resnet(images, is_training)
+        variables = tf.compat.v1.global_variables()
+        if values is None:
+            values = random_values(variables)
+        with tf.compat.v1.Session() as sess:
+            sess.run([v.initializer for v in variables],
+                     {v.initial_value: values[v.op.name] for v in variables})
+            return sess.run(logits, {images: batch}), values, {v.op.name for v in variables}
+
+
+def test_folded_batch_norm_gives_the_logits_of_the_moving_averages_without_batch_norm():
+    batch = random_images(4, size=32)
+    plain, values, _ = logits_of(None, batch, fold=False)
+    folded_values = layers.fold_batch_norm(values)
+    folded, _, names = logits_of(folded_values, batch, fold=True)
+    assert names == set(folded_values)
+    assert not [n for n in names if "/bn/" in n]
+    assert "tiny/conv1/biases" in names and "tiny/block2/unit_2/bottleneck/conv3/biases" in names
+    np.testing.assert_allclose(folded, plain, rtol=1e-4, atol=1e-4)
+    assert np.abs(plain).max() > 0.1  # the comparison is not of zeros
+    # The batch norms' values matter: folding with other statistics gives other logits.
+    shifted = {k: v + 0.5 if k.endswith("moving_mean") else v for k, v in values.items()}
+    other, _, _ = logits_of(layers.fold_batch_norm(shifted), batch, fold=True)
+    assert not np.allclose(other, plain, atol=1e-2)
+
+
+def test_folded_batch_norm_refuses_a_training_graph():
+    with tf.Graph().as_default():
+        images, is_training = make_inputs(size=32)
+        with layers.folded_batch_norm(), pytest.raises(ValueError, match="inference"):
+            tiny_resnet(images, is_training)
+
+
 def batch_norm_graph():
     images = tf.compat.v1.placeholder(tf.float32, [None, 2, 2, 3])
     is_training = tf.compat.v1.placeholder_with_default(False, [])

@@ -156,6 +156,29 @@ def test_batch_norm_updates_run_with_the_train_op():
             assert np.abs(session.run(moving)).sum() > 0
 
 
+def small_resnet(images, num_classes, is_training):
+    from nets import resnet50
+    return resnet50.resnet_v1(images, num_classes, is_training, [(8, 1, 1), (16, 1, 2)],
+                              scope="small", stem_depth=4)
+
+
+def test_the_export_folds_batch_norm_and_predicts_as_the_training_graph(tmp_path):
+    x, label = blobs(24, seed=3)
+    with tf.Graph().as_default():
+        model = model_lib.build(small_resnet, (16, 16, 1), 3, seed=0)
+        with v1.Session() as session:
+            session.run(v1.global_variables_initializer())
+            for _ in range(5):  # moves the batch norms' averages off their initial 0 and 1
+                session.run(model.train_op, {model.images: x, model.labels: np.eye(3)[label],
+                                             model.is_training: True})
+            expected = session.run(model.probabilities, {model.images: x})
+            model_lib.export(session, model, tmp_path / "saved_model")
+    with model_lib.Predictor.from_saved_model(tmp_path / "saved_model") as predictor:
+        names = {v.op.name for v in predictor.graph.get_collection("variables")}
+        np.testing.assert_allclose(predictor.predict(x), expected, rtol=1e-4, atol=1e-5)
+    assert "small/conv1/biases" in names and not [n for n in names if "/bn/" in n]
+
+
 # The loop, through tools.train.run_training ---------------------------------------------------
 
 def test_a_small_network_learns_the_blobs_and_the_run_folder_is_complete(work):

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from lidc.errors import LidcError
+from nets import layers
 
 v1 = tf.compat.v1
 
@@ -80,7 +81,8 @@ def build(builder, image_shape, num_classes, seed=0):
     with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
         train_op = optimizer.minimize(total_loss, global_step=global_step, name="train_op",
                                       gate_gradients=v1.train.Optimizer.GATE_NONE)
-    return Model(images=images, labels=labels, is_training=is_training,
+    return Model(builder=builder, image_shape=tuple(image_shape), num_classes=num_classes,
+                 images=images, labels=labels, is_training=is_training,
                  learning_rate=learning_rate, logits=logits, probabilities=probabilities,
                  losses=losses, loss=loss, total_loss=total_loss, correct=correct,
                  accuracy=accuracy, global_step=global_step, train_op=train_op,
@@ -199,26 +201,50 @@ class Predictor:
 def export(session, model, export_dir):
     """Writes a saved model (serving signature images -> probabilities) to `export_dir`.
 
-    Holds the network's variables only (not Adam's slots). Written to a temporary folder beside
-    `export_dir` and renamed into place, so `export_dir` is always either the previous complete
-    export or the new one (between the two renames, briefly none).
+    The model is the network's inference form, in a graph of its own: is_training is fixed to
+    False and each batch norm is folded into the convolution before it (nets.layers
+    .folded_batch_norm), which made ResNet-50 inference 8% faster at batch 256 (bench/README.md).
+    It holds the folded values of the network's variables in `session` (not Adam's slots) and
+    gives the training graph's probabilities up to float32 rounding. Written to a temporary
+    folder beside `export_dir` and renamed into place, so `export_dir` is always either the
+    previous complete export or the new one (between the two renames, briefly none).
     """
+    values = dict(zip((v.op.name for v in model.variables), session.run(model.variables)))
     export_dir = Path(export_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.", dir=export_dir.parent))
     try:
         staged = tmp / "model"  # the builder wants a folder that does not exist yet
-        builder = v1.saved_model.Builder(str(staged))
-        signature = v1.saved_model.predict_signature_def(
-            inputs={SIGNATURE_INPUT: model.images},
-            outputs={SIGNATURE_OUTPUT: model.probabilities})
-        builder.add_meta_graph_and_variables(
-            session, [v1.saved_model.tag_constants.SERVING],
-            signature_def_map={
-                v1.saved_model.signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY: signature},
-            saver=v1.train.Saver(model.variables))
-        builder.save()
+        with tf.Graph().as_default() as graph, \
+                v1.Session(graph=graph, config=session_config()) as inference:
+            images, probabilities = _inference_form(model, layers.fold_batch_norm(values),
+                                                    inference)
+            builder = v1.saved_model.Builder(str(staged))
+            signature = v1.saved_model.predict_signature_def(
+                inputs={SIGNATURE_INPUT: images}, outputs={SIGNATURE_OUTPUT: probabilities})
+            builder.add_meta_graph_and_variables(
+                inference, [v1.saved_model.tag_constants.SERVING],
+                signature_def_map={
+                    v1.saved_model.signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY:
+                        signature})
+            builder.save()
         if export_dir.exists():
             os.replace(export_dir, tmp / "old")  # removed with tmp below
         os.replace(staged, export_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _inference_form(model, values, session):
+    """Builds the network of `model` with batch norm folded into the default graph and sets its
+    variables to `values` in `session`; returns (images, probabilities)."""
+    # The initialisers' random ops are never run (the values are fed), but with op determinism
+    # on they cannot even be made without a seed.
+    v1.set_random_seed(0)
+    images = v1.placeholder(tf.float32, [None, *model.image_shape], name=SIGNATURE_INPUT)
+    with layers.folded_batch_norm():
+        logits, _ = model.builder(images, model.num_classes, tf.constant(False))
+    probabilities = tf.nn.softmax(logits, name=SIGNATURE_OUTPUT)
+    variables = v1.global_variables()
+    session.run([v.initializer for v in variables],
+                {v.initial_value: values[v.op.name] for v in variables})
+    return images, probabilities
