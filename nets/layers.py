@@ -205,7 +205,7 @@ def dense(inputs, units, scope="fc"):
         biases = tf.compat.v1.get_variable("biases", [units],
                                            initializer=tf.compat.v1.zeros_initializer())
         _record_multiply_adds(features * units)
-        return tf.nn.bias_add(tf.matmul(inputs, weights), biases)
+        return tf.nn.bias_add(matmul(inputs, weights), biases)
 
 
 def dropout(inputs, rate, is_training, scope="dropout"):
@@ -359,8 +359,24 @@ def _pixelwise_matmul(inputs, weights):
     weights' first three dimensions: every pixel's vector times the same matrix."""
     height, width, channels = (int(d) for d in inputs.shape[1:])
     depth = int(weights.shape[-1])
-    outputs = tf.matmul(tf.reshape(inputs, [-1, channels]), tf.reshape(weights, [channels, depth]))
+    outputs = matmul(tf.reshape(inputs, [-1, channels]), tf.reshape(weights, [channels, depth]))
     return tf.reshape(outputs, [-1, height, width, depth])
+
+
+@tf.custom_gradient
+def matmul(inputs, weights):
+    """`tf.matmul(inputs, weights)` of 2-D tensors, whose gradient with respect to the inputs
+    runs as a BatchMatMulV2 of the output's gradient by the weights' adjoint.
+
+    The usual gradient is a MatMul with transpose_b, which oneDNN runs at 60-70% of its rate for
+    the untransposed product on ResNet-50's 1x1 shapes (e.g. [256, 2048] x [2048, 1024]^T: 4.0
+    against 2.5 ms); the 2-D BatchMatMulV2 runs at the untransposed rate. The weights' gradient
+    (transpose_a) keeps the MatMul, which is as fast as the forward product.
+    """
+    def gradient(outputs_gradient):
+        return (tf.raw_ops.BatchMatMulV2(x=outputs_gradient, y=weights, adj_y=True),
+                tf.matmul(inputs, outputs_gradient, transpose_a=True))
+    return tf.matmul(inputs, weights), gradient
 
 
 def _shifted_views(inputs, size):

@@ -385,6 +385,26 @@ def test_convolve_equals_conv2d_with_its_gradients(size, kernel, stride, padding
         np.testing.assert_allclose(ours_grad, reference_grad, rtol=1e-4, atol=1e-4)
 
 
+def test_matmul_has_the_gradients_of_tf_matmul_through_a_batch_matmul():
+    rng = np.random.RandomState(3)
+    a = rng.normal(size=(6, 4)).astype(np.float32)
+    w = rng.normal(size=(4, 5)).astype(np.float32)
+    upstream = rng.normal(size=(6, 5)).astype(np.float32)
+    with tf.Graph().as_default() as graph:
+        inputs, weights = tf.constant(a), tf.constant(w)
+        outputs = [layers.matmul(inputs, weights), tf.matmul(inputs, weights)]
+        ours, reference = [tf.gradients(out, [inputs, weights], grad_ys=upstream)
+                           for out in outputs]
+        with tf.compat.v1.Session() as session:
+            values = session.run([outputs, ours, reference])
+        kinds = {op.type for op in graph.get_operations()}
+    (ours_out, reference_out), ours_grads, reference_grads = values
+    np.testing.assert_allclose(ours_out, reference_out, rtol=1e-6)
+    for ours_grad, reference_grad in zip(ours_grads, reference_grads):
+        np.testing.assert_allclose(ours_grad, reference_grad, rtol=1e-5, atol=1e-5)
+    assert "BatchMatMulV2" in kinds  # the inputs' gradient, oneDNN's faster kernel
+
+
 def test_nets_import_tensorflow_only():
     forbidden = ["keras", "tf.layers", "compat.v1.layers", "tf.contrib", "tf.estimator", "lidc",
                  "open("]
