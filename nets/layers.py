@@ -368,10 +368,10 @@ def matmul(inputs, weights):
     """`tf.matmul(inputs, weights)` of 2-D tensors, whose gradient with respect to the inputs
     runs as a BatchMatMulV2 of the output's gradient by the weights' adjoint.
 
-    The usual gradient is a MatMul with transpose_b, which oneDNN runs at 60-70% of its rate for
-    the untransposed product on ResNet-50's 1x1 shapes (e.g. [256, 2048] x [2048, 1024]^T: 4.0
-    against 2.5 ms); the 2-D BatchMatMulV2 runs at the untransposed rate. The weights' gradient
-    (transpose_a) keeps the MatMul, which is as fast as the forward product.
+    The usual gradient is a MatMul with transpose_b, which the CPU kernels run at 60-75% of the
+    untransposed product's rate on ResNet-50's 1x1 shapes (e.g. [256, 2048] x [1024, 2048]^T: 4.0
+    against 2.5 ms as the BatchMatMulV2); the weights' gradient (transpose_a) keeps the MatMul,
+    which is as fast as the forward product (bench/README.md). On a GPU both are cuBLAS calls.
     """
     def gradient(outputs_gradient):
         return (tf.raw_ops.BatchMatMulV2(x=outputs_gradient, y=weights, adj_y=True),
