@@ -359,6 +359,8 @@ def test_forward_flops_of_a_tiny_net():
     (6, 1, 1, "SAME"),   # 1x1: a matmul
     (7, 1, 2, "SAME"),   # 1x1 with a stride, odd map: subsample, then a matmul
     (7, 1, 2, "VALID"),
+    (8, 1, 2, "SAME"),   # a stride that divides the map: a slice of the reshaped map
+    (6, 1, 3, "VALID"),
     (2, 3, 1, "SAME"),   # a small map: a matmul of the shifted views
     (1, 3, 1, "SAME"),
     (2, 4, 1, "SAME"),   # an even kernel pads unevenly, as tf.nn.conv2d does
