@@ -5,8 +5,7 @@ of ARCHITECTURE.md, `label` int, `patient_id` str, `patch_index` int (the row in
 """
 import numpy as np
 
-NUM_CLASSES = 3
-CLASS_NAMES = ("nodule >= 3 mm", "nodule < 3 mm", "non-nodule >= 3 mm")
+from lidc.records import NUM_CLASSES
 
 
 def stratified_indices(labels, n, seed):

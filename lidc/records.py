@@ -9,10 +9,11 @@ from functools import cached_property
 
 import numpy as np
 
-# Labels (ARCHITECTURE.md): one-hot vectors follow this order.
+# Labels (ARCHITECTURE.md): one-hot vectors follow this order. The one place the classes are
+# named: every module, report and test takes them from here.
 NODULE, SMALL_NODULE, NON_NODULE = 0, 1, 2
-KIND_NAMES = {NODULE: "nodule >= 3 mm", SMALL_NODULE: "nodule < 3 mm",
-              NON_NODULE: "non-nodule >= 3 mm"}
+CLASS_NAMES = ("nodule >= 3 mm", "nodule < 3 mm", "non-nodule >= 3 mm")
+NUM_CLASSES = len(CLASS_NAMES)
 
 # Why a region gives no patch (an empty status means it does).
 UNMATCHED = "no slice with its SOP UID or within half a slice thickness of its z"

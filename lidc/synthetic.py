@@ -43,6 +43,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from lidc.errors import LidcError
 from lidc.io import write_json
+from lidc.records import CLASS_NAMES
 
 DEFAULT_PATIENTS = 12
 DEFAULT_SIZE = 384
@@ -51,7 +52,6 @@ FIELD_OF_VIEW_MM = 360.0
 MIN_SIZE = 64
 MIN_SLICES = 8
 
-KIND_NAMES = ("nodule >= 3 mm", "nodule < 3 mm", "non-nodule >= 3 mm")
 LIDC_NS = "http://www.nih.gov"
 IDRI_NS = "http://www.nih.gov/idri"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
@@ -220,13 +220,13 @@ def _check_ours(root, name, entry):
 
 
 def _summary(root, cohort, written, skipped, files):
-    lesions = dict.fromkeys(KIND_NAMES, 0)
-    marks = dict.fromkeys(KIND_NAMES, 0)
-    patches = dict.fromkeys(KIND_NAMES, 0)
+    lesions = dict.fromkeys(CLASS_NAMES, 0)
+    marks = dict.fromkeys(CLASS_NAMES, 0)
+    patches = dict.fromkeys(CLASS_NAMES, 0)
     for entry in cohort["patients"].values():
         for lesion in entry.get("lesions", []):
-            lesions[KIND_NAMES[lesion["kind"]]] += 1
-        for kind, name in enumerate(KIND_NAMES):
+            lesions[CLASS_NAMES[lesion["kind"]]] += 1
+        for kind, name in enumerate(CLASS_NAMES):
             marks[name] += entry.get("marks", {}).get(str(kind), 0)
             patches[name] += entry.get("patches_expected", {}).get(str(kind), 0)
     return {"patients_written": written, "patients_skipped": skipped, "files": files,
@@ -1280,7 +1280,7 @@ def _truth(patient, made_with):
     lesions = []
     for i, lesion in enumerate(patient.lesions):
         readers = [j for j, read in enumerate(patient.reads) if any(m.lesion == i for m in read)]
-        lesions.append({"id": i, "kind": lesion.kind, "kind_name": KIND_NAMES[lesion.kind],
+        lesions.append({"id": i, "kind": lesion.kind, "kind_name": CLASS_NAMES[lesion.kind],
                         "form": lesion.form, "center": list(lesion.center),
                         "diameter_mm": round(lesion.diameter_mm, 2), "hu": round(lesion.hu, 1),
                         "cavity": lesion.hole is not None, "readers": readers,

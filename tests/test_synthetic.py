@@ -13,6 +13,7 @@ from lxml import etree
 
 from lidc import synthetic
 from lidc.errors import LidcError
+from lidc.records import CLASS_NAMES
 from tools import synthesize
 
 SIZE, SLICES, PATIENTS = 128, 16, 4
@@ -57,7 +58,7 @@ def test_summary_counts_every_kind(cohort):
     _, summary, truth = cohort
     assert summary["patients_written"] == PATIENTS and summary["patients_skipped"] == 0
     assert sorted(truth["patients"]) == [synthetic.patient_id(k) for k in range(1, PATIENTS + 1)]
-    for name in synthetic.KIND_NAMES:
+    for name in CLASS_NAMES:
         assert summary["lesions"][name] > 0
         assert summary["marks"][name] > 0
     assert summary["patches_expected"]["nodule >= 3 mm"] > summary["marks"]["nodule >= 3 mm"]

@@ -14,7 +14,7 @@ from pathlib import Path
 from lidc import lesions, reads
 from lidc.errors import LidcError
 from lidc.io import read_csv, save_pickle, write_csv
-from lidc.records import KIND_NAMES
+from lidc.records import CLASS_NAMES
 from lidc.resume import Parts, file_stat, fingerprint
 from tools import cli
 
@@ -159,7 +159,7 @@ def csv_rows(marks):
 
 def report(marks, sessions, xml_only):
     kinds = Counter(m.label for m in marks)
-    counts = {f"marks of {KIND_NAMES[k]}": kinds.get(k, 0) for k in sorted(KIND_NAMES)}
+    counts = {f"marks of {CLASS_NAMES[k]}": kinds.get(k, 0) for k in range(len(CLASS_NAMES))}
     counts["reading sessions"] = sessions
     counts["readers with marks"] = len({(m.series_uid, m.reader) for m in marks})
     counts["lesions"] = len({m.lesion_id for m in marks})
@@ -176,7 +176,7 @@ def per_reader(marks, limit=12):
     by_reader = defaultdict(Counter)
     for m in marks:
         by_reader[m.reader][m.label] += 1
-    lines = [f"    {r}: " + ", ".join(f"{c[k]} {KIND_NAMES[k]}" for k in sorted(KIND_NAMES))
+    lines = [f"    {r}: " + ", ".join(f"{c[k]} {CLASS_NAMES[k]}" for k in range(len(CLASS_NAMES)))
              for r, c in sorted(by_reader.items())]
     return lines[:limit] + ([f"    ... and {len(lines) - limit} more"] if len(lines) > limit
                             else [])

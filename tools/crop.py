@@ -17,7 +17,7 @@ from lidc import series as dicom
 from lidc.errors import LidcError
 from lidc.io import atomic_path, load_pickle, read_csv, write_csv
 from lidc.patches import crop, lung_window_u8
-from lidc.records import KIND_NAMES
+from lidc.records import CLASS_NAMES
 from lidc.resume import Parts, file_stat, fingerprint
 from tools import cli
 
@@ -153,10 +153,10 @@ def run(args):
     if args.png:
         export_png(out, rows)
     path = cli.write_skipped(args.work, "crop", skipped)
-    labels = np.bincount([r["label"] for r in rows], minlength=len(KIND_NAMES))
+    labels = np.bincount([r["label"] for r in rows], minlength=len(CLASS_NAMES))
     counts = {"series cropped": done, "series reused from an earlier run": reused,
               "patches": len(rows),
-              **{f"patches of {KIND_NAMES[k]}": int(labels[k]) for k in sorted(KIND_NAMES)}}
+              **{f"patches of {CLASS_NAMES[k]}": int(labels[k]) for k in range(len(CLASS_NAMES))}}
     cli.summary(f"crop: {out / 'patches.npy'} ({len(rows)} x {args.size} x {args.size} int16 HU), "
                 f"{out / 'patches.csv'}", counts, skipped)
     print(f"  skip report: {path}")

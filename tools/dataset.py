@@ -13,7 +13,7 @@ import numpy as np
 from lidc import dataset as ds
 from lidc.errors import LidcError
 from lidc.io import read_csv, save_npz, write_csv, write_json
-from lidc.records import KIND_NAMES
+from lidc.records import CLASS_NAMES, NUM_CLASSES
 from tools import cli
 
 
@@ -90,17 +90,17 @@ def run(args):
     for side in ds.SIDES:
         save_npz(out / f"{side}.npz", **ds.arrays(patches, index[side], labels, patient_ids,
                                                   **extra))
-        table[side] = np.bincount(labels[index[side]], minlength=ds.NUM_CLASSES).tolist()
+        table[side] = np.bincount(labels[index[side]], minlength=NUM_CLASSES).tolist()
     write_csv(out / "split.csv",
               [{"patient_id": p, "side": sides[patient_ids == p][0],
                 "patches": int((patient_ids == p).sum())} for p in np.unique(patient_ids)],
               ["patient_id", "side", "patches"])
     write_json(out / "summary.json", {"options": {k: str(v) for k, v in vars(args).items()},
-                                      "class_names": ds.CLASS_NAMES, "counts": table,
+                                      "class_names": CLASS_NAMES, "counts": table,
                                       "hu_window": ds.HU_WINDOW})
     counts = {f"{side} ({len(set(patient_ids[index[side]]))} patients)":
               f"{len(index[side])} patches: " + ", ".join(
-                  f"{n} {KIND_NAMES[k]}" for k, n in enumerate(table[side]))
+                  f"{n} {CLASS_NAMES[k]}" for k, n in enumerate(table[side]))
               for side in ds.SIDES}
     counts["patches not used"] = len(rows) - sum(len(i) for i in index.values())
     cli.summary(f"dataset ({args.split} split): {out}/{{train,val,test}}.npz", counts)

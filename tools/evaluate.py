@@ -8,7 +8,7 @@ learning_curves.png.
 """
 import re
 
-from lidc.dataset import CLASS_NAMES
+from lidc.records import CLASS_NAMES
 from lidc.errors import LidcError
 from lidc.io import write_json
 from tools import cli

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lidc.dataset import CLASS_NAMES, to_unit
+from lidc.dataset import to_unit
+from lidc.records import CLASS_NAMES
 from lidc.errors import LidcError
 from tools import cli
 

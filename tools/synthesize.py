@@ -12,6 +12,7 @@ Usage:
     python -m tools.synthesize --patients 40 --size 512 --slices 128 --root /tmp/lidc
 """
 from lidc import synthetic
+from lidc.records import CLASS_NAMES
 from tools import cli
 
 
@@ -48,7 +49,7 @@ def main(argv=None):
     counts = {"patients written": result["patients_written"],
               "patients skipped (already complete)": result["patients_skipped"],
               "files written": result["files"]}
-    for name in synthetic.KIND_NAMES:
+    for name in CLASS_NAMES:
         counts[f"{name}: lesions / reader marks / patches to expect"] = (
             f"{result['lesions'][name]} / {result['marks'][name]} / "
             f"{result['patches_expected'][name]}")
