@@ -52,18 +52,19 @@ def decode_floor(paths):
 
 def run_stages(root, work, workers, stages=STAGES, shared=False):
     """Runs the stages in order, as their commands, into `work`; with `shared`, in one pool of
-    workers as tools.preprocess does (cli.shared_pools), else each in its own.
+    workers as tools.preprocess does (lidc.workers.shared_pools), else each in its own.
 
     Returns {stage: seconds, 'STAGE pool': seconds of it spent inside the stage's worker pool
-    (tools.cli.parallel_map, its start and stop included), 'STAGE busy': seconds the workers
+    (lidc.workers.parallel_map, its start and stop included), 'STAGE busy': seconds the workers
     spent in the units, summed over workers}; the time outside the pool is the stage's serial
     part: reading its inputs, merging the units' results, writing its outputs.
     """
-    from tools import annotations, cli, crop, index
+    from lidc import workers as pools
+    from tools import annotations, crop, index
     modules = {"index": index, "annotations": annotations, "crop": crop}
     argv = {"index": ["--root", str(root)]}
     seconds = {}
-    with cli.shared_pools() if shared else contextlib.nullcontext():
+    with pools.shared_pools() if shared else contextlib.nullcontext():
         for stage in stages:
             args = [*argv.get(stage, []), "--work", str(work), "--workers", str(workers),
                     "--force"]
@@ -82,10 +83,10 @@ def run_stages(root, work, workers, stages=STAGES, shared=False):
 
 @contextlib.contextmanager
 def timing_pools(spent):
-    """While in the block, adds to spent[0] the seconds spent inside tools.cli.parallel_map, and
-    to spent[1] the seconds its items took where they ran (in the workers)."""
-    from tools import cli
-    real = cli.parallel_map
+    """While in the block, adds to spent[0] the seconds spent inside lidc.workers.parallel_map,
+    and to spent[1] the seconds its items took where they ran (in the workers)."""
+    from lidc import workers as pools
+    real = pools.parallel_map
 
     def timed(func, *args, **kwargs):
         started = time.perf_counter()
@@ -96,7 +97,7 @@ def timing_pools(spent):
         finally:
             spent[0] += time.perf_counter() - started
 
-    with mock.patch.object(cli, "parallel_map", timed):
+    with mock.patch.object(pools, "parallel_map", timed):
         yield
 
 

@@ -14,14 +14,19 @@ import pickle
 import tempfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from lidc.errors import LidcError
 
 
 @contextlib.contextmanager
-def atomic_path(path):
+def atomic_path(path, sync=True):
     """Yields a temporary path beside `path`; on success renames it onto `path`.
+
+    With `sync` the data reach the disk before the rename, so that even a power cut leaves the
+    old file or the new one; without it (for many small files that can be rewritten, such as
+    PNG exports, where a sync each costs more than the write) only a killed process does.
 
     On an exception the temporary file is removed and `path` is left untouched. The temporary is
     hidden and named `.NAME.PID.*.part`; a killed writer cannot remove its own, so the next
@@ -34,8 +39,9 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield Path(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        if sync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -141,6 +147,15 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def write_png(path, image):
+    """Writes an 8-bit image as a lossless PNG atomically."""
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise LidcError(path, "could not encode the image as PNG")
+    with atomic_path(path, sync=False) as tmp:
+        Path(tmp).write_bytes(encoded.tobytes())
+
+
 def save_npz(path, **arrays):
     """Saves arrays to an .npz atomically (uncompressed: the loaders memory-map or read it whole)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -157,7 +172,8 @@ _SAFE_NUMPY = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray
                ("numpy.core.numeric", "_frombuffer")}
 # Exact names only: pickle protocol 4 resolves dotted names ("np.testing...os.system") through
 # a module's attributes, so admitting a whole module would admit everything it imports.
-_SAFE_RECORDS = {("lidc.records", name) for name in ("Roi", "Mark", "SliceHeader", "Series")}
+_SAFE_RECORDS = {("lidc.records", name) for name in ("Roi", "Mark", "SliceHeader", "Series",
+                                                       "PatchOrigin")}
 
 
 class _SafeUnpickler(pickle.Unpickler):

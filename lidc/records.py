@@ -82,6 +82,21 @@ class Mark:
         return [r for r in self.rois if r.inclusion]
 
 
+@dataclass(frozen=True)
+class PatchOrigin:
+    """Where one patch is cut and what it shows: a mark's region on one slice, the region's
+    centroid (row, col) and the mark's class, lesion and reader."""
+    mark_id: int
+    patient_id: str
+    series_uid: str
+    slice_index: int
+    row: float
+    col: float
+    label: int
+    lesion_id: int
+    reader: str
+
+
 @dataclass
 class SliceHeader:
     """What the index needs of one DICOM file, read without its pixels."""

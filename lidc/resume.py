@@ -36,6 +36,7 @@ class Parts:
     """The stored unit results of one stage."""
 
     def __init__(self, work, stage, force=False):
+        self.stage = stage
         self.folder = Path(work) / ".parts" / stage
         if force and self.folder.exists():
             shutil.rmtree(self.folder)

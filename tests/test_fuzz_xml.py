@@ -13,7 +13,7 @@ from lxml import etree
 from lidc import lesions, reads
 from lidc.errors import LidcError
 from tests.helpers import lidc_xml, square
-from tools import annotations
+from lidc.stages import annotations
 
 SOPS = [f"1.2.3.{k}" for k in range(4)]
 Z = [-10.0, -12.5, -15.0, -17.5]

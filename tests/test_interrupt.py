@@ -255,24 +255,26 @@ def test_killed_training_resumes_to_the_same_weights_and_a_second_run_is_locked_
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
-# Runs six units on two workers with tools.cli.run_units (in a pool kept for the process when
+# Runs six units on two workers with lidc.workers.run_units (in a pool kept for the process when
 # SHARED is 1); unit KILL (if any) SIGKILLs its worker (as the kernel's out-of-memory killer
 # would), every unit sleeps SLEEP seconds first.
 UNITS = textwrap.dedent("""
     import contextlib, os, signal, sys, time
     from lidc.resume import Parts
+    from lidc import workers
+    from lidc.workers import Unit
     from tools import cli
     work, kill, sleep = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-    shared = cli.shared_pools() if sys.argv[4] == "1" else contextlib.nullcontext()
+    shared = workers.shared_pools() if sys.argv[4] == "1" else contextlib.nullcontext()
     def unit(i):
         time.sleep(sleep)
         if i == kill:
             os.kill(os.getpid(), signal.SIGKILL)
         return i * i
     def main(argv):
-        units = [(f"unit {i}", "fp", i) for i in range(6)]
+        units = [Unit(f"unit {i}", "fp", i) for i in range(6)]
         with shared:
-            reused, done, failed = cli.run_units(Parts(work, "t"), units, unit, 2, "units")
+            reused, done, failed = workers.run_units(Parts(work, "t"), units, unit, 2)
         print(f"reused {reused} done {done} failed {len(failed)}")
     cli.run(main)
 """)

@@ -130,7 +130,7 @@ def test_a_stage_is_refused_while_another_run_holds_its_work_folder(cohort, tmp_
     other = tmp_path / "work"
     shutil.copytree(work, other)
     before = (other / "patches" / "patches.npy").stat().st_mtime_ns
-    with lock_held_elsewhere("from tools import cli", f"cli.work_lock({str(other)!r})") as pid:
+    with lock_held_elsewhere("from lidc.stages import work_lock", f"work_lock({str(other)!r})") as pid:
         with pytest.raises(SystemExit) as e:
             cli.run(crop.main, ["--work", str(other), "--force"])
         assert e.value.code == 1

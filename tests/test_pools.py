@@ -1,4 +1,4 @@
-"""Worker pools shared by the stages of one process (tools.cli.shared_pools)."""
+"""Worker pools shared by the stages of one process (lidc.workers.shared_pools)."""
 import multiprocessing
 import os
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from lidc.io import exclusive
-from tools import cli
+from lidc import workers as cli
 
 
 def pid_of(_):

@@ -8,7 +8,9 @@ each. Stops at the first stage that cannot run.
 
     python -m tools.preprocess --root data/LIDC-IDRI --work data/work [--workers N] [--size 64]
 """
-from tools import annotations, cli, crop, index
+from lidc.stages import annotations, crop, index, work_lock
+from lidc.workers import shared_pools
+from tools import cli
 
 
 def build_parser():
@@ -17,23 +19,15 @@ def build_parser():
     return p
 
 
-def stage_argvs(args):
-    """The argv each stage's main gets: the shared options, passed through."""
-    common = ["--work", str(args.work), "--workers", str(args.workers)]
-    if args.force:
-        common.append("--force")
-    return [(index, ["--root", str(args.root), *common]),
-            (annotations, common),
-            (crop, [*common, "--size", str(args.size)])]
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    with cli.shared_pools():
-        for stage, stage_argv in stage_argvs(args):
-            code = stage.main(stage_argv)
-            if code:
-                return code
+    stages = [lambda: index.run(args.root, args.work, args.workers, args.force),
+              lambda: annotations.run(args.work, args.workers, args.force),
+              lambda: crop.run(args.work, args.size, args.workers, args.force)]
+    with shared_pools():
+        for stage in stages:
+            with work_lock(args.work):
+                cli.print_result(stage())
     return 0
 
 

@@ -1,0 +1,226 @@
+"""The annotations stage: every radiologist mark of every indexed series, placed on its slices.
+
+Parses each series' XML reads with lxml (every reading session of every file), places each
+region on a slice (by SOP UID, else by z), groups the readers' marks into lesions, and writes
+WORK/annotations.pkl (the Mark records), WORK/annotations.csv (one row per mark per slice) and
+WORK/skipped/annotations.csv. Without images (the standalone XML archive, `xml_dir`), the marks
+are read and grouped but not placed: slice indices stay empty.
+
+    result = run(Path("data/work"), workers=2)                  # after the index stage
+    result = run(Path("xml-work"), xml_dir=Path("tcia-lidc-xml"))
+"""
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+from lidc.errors import LidcError
+from lidc.io import read_csv, save_pickle, write_csv
+from lidc.lesions import TYPICAL_SPACING_MM, TYPICAL_THICKNESS_MM, cluster, match_slices
+from lidc.reads import header_uids, parse_read
+from lidc.records import CLASS_NAMES
+from lidc.resume import Parts, file_stat, fingerprint
+from lidc.stages import StageResult, write_skipped
+from lidc.workers import Unit, parallel_map, run_units
+
+CSV_COLUMNS = ["mark_id", "patient_id", "series_uid", "reader", "radiologist_id", "label",
+               "nodule_id", "slice_index", "z", "sop_uid", "row", "col", "row_min", "col_min",
+               "row_max", "col_max", "points", "lesion_id", "lesion_readers", "malignancy",
+               "status", "xml_file"]
+
+
+@dataclass(frozen=True)
+class SliceTable:
+    """What placing marks needs of an indexed series: its slices' SOP UIDs and z (ascending),
+    slice thickness and pixel spacing in mm, and the image shape (rows, cols)."""
+    sop_uids: tuple
+    z: tuple
+    thickness: float
+    spacing: float
+    shape: tuple
+
+
+@dataclass(frozen=True)
+class SeriesReads:
+    """One series' XML reads to parse; `slices` is None without images (the XML archive)."""
+    patient_id: str
+    series_uid: str
+    xml: tuple
+    slices: SliceTable | None
+
+
+def read_series(series):
+    """Marks of one series, placed on its slices and grouped into lesions (worker process)."""
+    marks, skipped, sessions = [], [], 0
+    for path in series.xml:
+        try:
+            read = parse_read(path, series.patient_id)
+        except LidcError as e:
+            skipped.append((e.path, e.reason))
+            continue
+        if read.series_uid != series.series_uid:
+            skipped.append((path, f"read of series {read.series_uid}, not {series.series_uid}"))
+            continue
+        sessions += read.sessions
+        marks.extend(read.marks)
+    table = series.slices
+    if table is not None:
+        match_slices(marks, table.sop_uids, table.z, table.thickness, table.shape)
+    lesion_numbers = cluster(marks, table and table.spacing, table and table.thickness)
+    for mark, number in zip(marks, lesion_numbers):
+        mark.lesion_id = number
+    return {"marks": marks, "skipped": skipped, "sessions": sessions}
+
+
+def index_units(work):
+    """A Unit per indexed series with XML, carrying its slice table; and the series skipped."""
+    index_path, slices_path = work / "index.csv", work / "slices.csv"
+    if not index_path.exists() or not slices_path.exists():
+        raise LidcError(index_path, "no index here: run the index stage first "
+                                    "(tools/index.sh), or use --xml DIR")
+    by_series = defaultdict(list)
+    for r in read_csv(slices_path):
+        by_series[r["series_uid"]].append(r)
+    units, skipped = [], []
+    for row in read_csv(index_path):
+        if not row["xml"]:
+            skipped.append((row["folder"], f"series {row['series_uid']} has no XML read"))
+            continue
+        slices = by_series[row["series_uid"]]
+        table = SliceTable(
+            sop_uids=tuple(s["sop_uid"] for s in slices), z=tuple(float(s["z"]) for s in slices),
+            thickness=float(row["slice_thickness"] or TYPICAL_THICKNESS_MM),
+            spacing=float(row["pixel_spacing"] or TYPICAL_SPACING_MM),
+            shape=(int(row["rows"]), int(row["cols"])))
+        series = SeriesReads(row["patient_id"], row["series_uid"], tuple(row["xml"].split(";")),
+                             table)
+        units.append(Unit(series.series_uid, _fingerprint(series), series))
+    return units, skipped
+
+
+def xml_units(folder, workers):
+    """A Unit per series found in an XML-only archive (files grouped by SeriesInstanceUid)."""
+    if not folder.is_dir():
+        raise LidcError(folder, "no such folder")
+    files = sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() == ".xml")
+    if not files:
+        raise LidcError(folder, "no .xml files under this folder")
+    by_series, skipped = defaultdict(list), []
+    for path, uid in parallel_map(_series_of, files, workers, "xml headers", unit="file"):
+        if isinstance(uid, LidcError):
+            skipped.append((uid.path, uid.reason))
+        else:
+            by_series[uid].append(path)
+    units = []
+    for uid, paths in sorted(by_series.items()):
+        series = SeriesReads("", uid, tuple(paths), None)
+        units.append(Unit(uid, _fingerprint(series), series))
+    return units, skipped
+
+
+def _series_of(path):
+    try:
+        return path, header_uids(path)[0]
+    except LidcError as e:
+        return path, e
+
+
+def _xml_bytes(series):
+    """What parsing a unit costs: the size of its XML files."""
+    return sum(file_stat(p)[0] or 0 for p in series.xml)
+
+
+def _fingerprint(series):
+    stats = [(p, *file_stat(p)) for p in series.xml]
+    return fingerprint(stats, series.patient_id, series.series_uid, series.slices)
+
+
+def assemble(parts, units):
+    """All marks in unit order, with run-wide mark and lesion ids; plus skipped and sessions."""
+    marks, skipped, sessions = [], [], 0
+    next_lesion = 0
+    for unit in units:
+        result = parts.load(unit.key, unit.fingerprint)
+        if result is None:
+            continue
+        skipped.extend(result["skipped"])
+        sessions += result["sessions"]
+        series_marks = result["marks"]
+        readers = defaultdict(set)
+        for m in series_marks:
+            readers[m.lesion_id].add(m.reader)
+        for m in series_marks:
+            m.lesion_readers = len(readers[m.lesion_id])
+            m.lesion_id += next_lesion
+            m.mark_id = len(marks)
+            marks.append(m)
+        next_lesion += len(readers)
+    return marks, skipped, sessions
+
+
+def csv_rows(marks):
+    """annotations.csv rows: one per mark per included region (slice)."""
+    for m in marks:
+        for roi in m.included:
+            row, col = roi.centroid
+            r0, c0, r1, c1 = roi.bbox
+            yield {"mark_id": m.mark_id, "patient_id": m.patient_id, "series_uid": m.series_uid,
+                   "reader": m.reader, "radiologist_id": m.radiologist_id, "label": m.label,
+                   "nodule_id": m.nodule_id, "slice_index": roi.slice_index, "z": f"{roi.z:g}",
+                   "sop_uid": roi.sop_uid, "row": f"{row:.2f}", "col": f"{col:.2f}",
+                   "row_min": r0, "col_min": c0, "row_max": r1, "col_max": c1,
+                   "points": len(roi.points), "lesion_id": m.lesion_id,
+                   "lesion_readers": m.lesion_readers,
+                   "malignancy": m.characteristics.get("malignancy"), "status": roi.status,
+                   "xml_file": m.xml_file}
+
+
+def mark_counts(marks, sessions, placed):
+    """The summary's counts of marks by class, readers, lesions and regions (and, when the
+    marks were `placed` on slices, regions by status)."""
+    kinds = Counter(m.label for m in marks)
+    counts = {f"marks of {name}": kinds.get(k, 0) for k, name in enumerate(CLASS_NAMES)}
+    counts["reading sessions"] = sessions
+    counts["readers with marks"] = len({(m.series_uid, m.reader) for m in marks})
+    counts["lesions"] = len({m.lesion_id for m in marks})
+    regions = [r for m in marks for r in m.included]
+    counts["regions (one per mark per slice)"] = len(regions)
+    if placed:
+        status = Counter(r.status for r in regions)
+        counts["regions placed on a slice"] = status.get("", 0)
+        counts.update({f"regions with {s}": n for s, n in status.items() if s})
+    return counts
+
+
+def per_reader(marks, limit=12):
+    """Lines 'READER: N nodule >= 3 mm, ...' for the first `limit` readers."""
+    by_reader = defaultdict(Counter)
+    for m in marks:
+        by_reader[m.reader][m.label] += 1
+    lines = [f"  {r}: " + ", ".join(f"{c[k]} {name}" for k, name in enumerate(CLASS_NAMES))
+             for r, c in sorted(by_reader.items())]
+    return lines[:limit] + ([f"  ... and {len(lines) - limit} more"] if len(lines) > limit
+                            else [])
+
+
+def run(work, workers=1, force=False, xml_dir=None):
+    """Reads the marks of every indexed series (or of the XML archive `xml_dir`) into WORK;
+    returns the StageResult.
+
+    Raises:
+      LidcError: no index (and no xml_dir), or xml_dir holds no XML.
+    """
+    if xml_dir:
+        units, skipped = xml_units(xml_dir, workers)
+    else:
+        units, skipped = index_units(work)
+    parts = Parts(work, "annotations-xml" if xml_dir else "annotations", force=force)
+    reused, done, failed = run_units(parts, units, read_series, workers, cost=_xml_bytes)
+    marks, unit_skipped, sessions = assemble(parts, units)
+    skipped = skipped + failed + unit_skipped
+    save_pickle(work / "annotations.pkl",
+                {"source": str(xml_dir) if xml_dir else "index", "marks": marks})
+    write_csv(work / "annotations.csv", csv_rows(marks), CSV_COLUMNS)
+    counts = {"series read": done, "series reused from an earlier run": reused,
+              **mark_counts(marks, sessions, placed=not xml_dir)}
+    return StageResult(f"annotations: {work / 'annotations.pkl'}, {work / 'annotations.csv'}",
+                       counts, skipped, write_skipped(work, "annotations", skipped),
+                       notes=["marks per reader:", *per_reader(marks)])

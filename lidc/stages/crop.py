@@ -1,0 +1,148 @@
+"""The crop stage: a 64x64 patch around every mark on every slice it covers.
+
+Reads each series once (only the slices that carry marks), cuts each region's patch centred on
+its centroid (32 pixels each side, air beyond the image edge), and writes WORK/patches/
+patches.npy (N x S x S int16 HU, memory-mappable), WORK/patches/patches.csv (one row per patch,
+in the order of patches.npy) and WORK/skipped/crop.csv. Holes (inclusion FALSE) give no patch.
+
+    result = run(Path("data/work"), size=64, workers=2)
+"""
+import os
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from lidc.errors import LidcError
+from lidc.io import atomic_path, load_pickle, read_csv, write_csv, write_png
+from lidc.patches import crop, lung_window_u8
+from lidc.records import CLASS_NAMES, PatchOrigin
+from lidc.resume import Parts, file_stat, fingerprint
+from lidc.series import read_stored
+from lidc.stages import StageResult, write_skipped
+from lidc.workers import Unit, progress, run_units, stored_results
+
+PATCH_COLUMNS = ["patch_index", "mark_id", "patient_id", "series_uid", "slice_index", "row",
+                 "col", "label", "lesion_id", "reader"]
+
+
+@dataclass(frozen=True)
+class CropJob:
+    """One series' patches to cut: their origins, the DICOM path of each slice they need (by
+    slice index) and the patch side."""
+    origins: tuple
+    paths: dict
+    size: int
+
+
+def crop_series(job):
+    """Reads the marked slices of one series once and cuts every region's patch (worker)."""
+    by_slice = defaultdict(list)
+    for origin in job.origins:
+        by_slice[origin.slice_index].append(origin)
+    patches, rows, skipped = [], [], []
+    for index in sorted(by_slice):
+        path = job.paths[index]
+        try:
+            pixels = read_stored(path)
+        except LidcError as e:
+            skipped.extend((e.path, f"{e.reason}; mark {o.mark_id} loses this slice")
+                           for o in by_slice[index])
+            continue
+        for origin in by_slice[index]:
+            # Only the pixels under the patch become HU, not the whole slice: converting a
+            # whole slice costs as much again as decoding it.
+            patches.append(crop(pixels.pixels, (origin.row, origin.col), job.size,
+                                convert=pixels.hu))
+            rows.append(origin)
+    stack = np.stack(patches) if patches else np.zeros((0, job.size, job.size), np.int16)
+    return {"patches": stack, "rows": rows, "skipped": skipped}
+
+
+def series_units(work, size):
+    """A Unit per series with placeable regions; and the regions not placed, as skipped."""
+    pkl, slices_csv = work / "annotations.pkl", work / "slices.csv"
+    if not pkl.exists() or not slices_csv.exists():
+        raise LidcError(pkl, "no annotations here: run the index and annotations stages first")
+    data = load_pickle(pkl)
+    if data.get("source") != "index":
+        raise LidcError(pkl, "these annotations come from the XML-only archive: there are no "
+                             "images to crop (run annotations without --xml)")
+    paths = defaultdict(dict)
+    for r in read_csv(slices_csv):
+        paths[r["series_uid"]][int(r["slice_index"])] = r["path"]
+    origins, skipped = defaultdict(list), []
+    for m in data["marks"]:
+        for roi in m.included:
+            if roi.status:
+                skipped.append((m.xml_file, f"mark {m.mark_id} ({m.reader}, {m.nodule_id}) at "
+                                            f"z={roi.z:g}: {roi.status}"))
+                continue
+            row, col = roi.centroid
+            origins[m.series_uid].append(PatchOrigin(
+                mark_id=m.mark_id, patient_id=m.patient_id, series_uid=m.series_uid,
+                slice_index=roi.slice_index, row=round(row, 2), col=round(col, 2),
+                label=m.label, lesion_id=m.lesion_id, reader=m.reader))
+    units = []
+    for uid, series_origins in origins.items():
+        needed = {o.slice_index: paths[uid][o.slice_index] for o in series_origins}
+        stats = sorted((i, p, *file_stat(p)) for i, p in needed.items())
+        job = CropJob(tuple(series_origins), needed, size)
+        units.append(Unit(uid, fingerprint(series_origins, stats, size), job))
+    return units, skipped
+
+
+def assemble(parts, units, out, size):
+    """Streams the series' patches into one patches.npy (never all in memory) and its CSV."""
+    total = sum(len(r["rows"]) for r in stored_results(parts, units))
+    rows, skipped = [], []
+    with atomic_path(out / "patches.npy") as tmp:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int16,
+                                          shape=(total, size, size))
+        start = 0
+        for result in stored_results(parts, units):
+            n = len(result["rows"])
+            array[start:start + n] = result["patches"]
+            rows.extend({**asdict(o), "patch_index": start + i}
+                        for i, o in enumerate(result["rows"]))
+            skipped.extend(result["skipped"])
+            start += n
+        array.flush()
+        del array
+    write_csv(out / "patches.csv", rows, PATCH_COLUMNS)
+    return rows, skipped
+
+
+def export_png(out, rows):
+    """Writes each patch as an 8-bit lung-window PNG under OUT/png/, named by patch index."""
+    patches = np.load(out / "patches.npy", mmap_mode="r")
+    for row in progress(rows, desc="png", unit="patch"):
+        target = out / "png" / f"{row['patch_index']:06d}.png"
+        if not os.path.exists(target):
+            write_png(target, lung_window_u8(patches[row["patch_index"]]))
+
+
+def run(work, size=64, workers=1, force=False, png=False):
+    """Cuts the patches of every placed mark in WORK; returns the StageResult.
+
+    Raises:
+      LidcError: a size that is not an even number >= 8, or no annotations from images.
+    """
+    if size < 8 or size % 2:
+        raise LidcError(None, f"--size must be an even number of pixels >= 8, not {size}")
+    units, skipped = series_units(work, size)
+    parts = Parts(work, "crop", force=force)
+    reused, done, failed = run_units(parts, units, crop_series, workers,
+                                     cost=lambda job: len(job.paths))
+    out = work / "patches"
+    rows, unit_skipped = assemble(parts, units, out, size)
+    skipped = skipped + failed + unit_skipped
+    if png:
+        export_png(out, rows)
+    labels = np.bincount([r["label"] for r in rows], minlength=len(CLASS_NAMES))
+    counts = {"series cropped": done, "series reused from an earlier run": reused,
+              "patches": len(rows),
+              **{f"patches of {name}": int(labels[k]) for k, name in enumerate(CLASS_NAMES)}}
+    return StageResult(f"crop: {out / 'patches.npy'} ({len(rows)} x {size} x {size} int16 HU), "
+                       f"{out / 'patches.csv'}", counts, skipped,
+                       write_skipped(work, "crop", skipped))
