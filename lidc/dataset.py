@@ -108,6 +108,7 @@ def undersample(labels, seed):
 
 
 def one_hot(labels, num_classes=NUM_CLASSES):
+    """[N, num_classes] float32 one-hot rows of int labels."""
     return np.eye(num_classes, dtype=np.float32)[np.asarray(labels, np.int64)]
 
 

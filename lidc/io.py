@@ -132,6 +132,7 @@ def read_csv(path):
 
 
 def write_json(path, obj):
+    """Writes `obj` as indented JSON with sorted keys, atomically (numpy values as numbers)."""
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
         f.write("\n")
@@ -178,6 +179,7 @@ _SAFE_RECORDS = {("lidc.records", name) for name in ("Roi", "Mark", "SliceHeader
 
 class _SafeUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
+        """The class of an allowed name; UnpicklingError for any other."""
         if (module == "builtins" and name in _SAFE_BUILTINS) or (module, name) in _SAFE_NUMPY \
                 or (module, name) in _SAFE_RECORDS:
             return super().find_class(module, name)
@@ -185,6 +187,7 @@ class _SafeUnpickler(pickle.Unpickler):
 
 
 def save_pickle(path, obj):
+    """Pickles `obj` atomically (load it back with `load_pickle`)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
 

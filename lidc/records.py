@@ -127,10 +127,12 @@ class Series:
 
     @property
     def spacing(self):
+        """(row, col) pixel spacing in mm of the series' slices."""
         return self.slices[0].spacing if self.slices else None
 
     @property
     def shape(self):
+        """(rows, cols) of the series' slices."""
         return self.slices[0].shape if self.slices else None
 
     @property

@@ -58,4 +58,5 @@ class Parts:
         return stored["result"]
 
     def save(self, key, fp, result):
+        """Stores the result of `key` computed from inputs of fingerprint `fp`."""
         save_pickle(self._path(key), {"key": key, "fp": fp, "result": result})

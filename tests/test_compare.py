@@ -1,4 +1,4 @@
-"""Tests of tools.compare: every (net, size) trained and tested once, finished runs reused."""
+"""Tests of the comparison (training.comparison, tools.compare): every (net, size) trained and tested once, finished runs reused."""
 import csv
 import shutil
 
@@ -8,6 +8,8 @@ import tensorflow as tf
 from lidc.errors import LidcError
 from tests.test_training_helpers import tiny_net, train_config, write_dataset
 from tools import compare
+from training.comparison import COLUMNS, Grid, majority_share, run_comparison
+from training.loop import Hooks
 
 
 class CountingBuilder:
@@ -32,8 +34,9 @@ def options(root, **overrides):
 def test_compare_trains_each_pair_once_and_reuses_finished_runs(tmp_path):
     write_dataset(tmp_path / "work")
     builders = {"tiny": CountingBuilder(), "tiny2": CountingBuilder()}
-    quiet = dict(builders=builders, log=lambda *a: None)
-    rows = compare.run_comparison(options(tmp_path), ["tiny", "tiny2"], [12, 30], **quiet)
+    quiet = Hooks(log=lambda *a: None)
+    rows = run_comparison(options(tmp_path), Grid(["tiny", "tiny2"], [12, 30], builders=builders),
+                          quiet)
     assert [(r["net"], r["size"], r["run"]) for r in rows] == [
         ("tiny", 12, "compare-tiny-n12"), ("tiny", 30, "compare-tiny-n30"),
         ("tiny2", 12, "compare-tiny2-n12"), ("tiny2", 30, "compare-tiny2-n30")]
@@ -42,27 +45,30 @@ def test_compare_trains_each_pair_once_and_reuses_finished_runs(tmp_path):
     out = tmp_path / "work" / "compare"
     with open(out / "compare.csv") as f:
         table = list(csv.DictReader(f))
-    assert list(table[0]) == list(compare.COLUMNS) and len(table) == 4
+    assert list(table[0]) == list(COLUMNS) and len(table) == 4
     assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "runs" / "compare-tiny-n12" / "eval" / "metrics.json").is_file()
 
-    again = compare.run_comparison(options(tmp_path), ["tiny", "tiny2"], [12, 30], **quiet)
+    again = run_comparison(options(tmp_path), Grid(["tiny", "tiny2"], [12, 30],
+                                                   builders=builders), quiet)
     assert [b.calls for b in builders.values()] == [2, 2]  # nothing trained the second time
     assert again == rows
 
     # A finished run whose evaluation is missing is evaluated, not trained again.
     shutil.rmtree(tmp_path / "runs" / "compare-tiny-n30" / "eval")
-    assert compare.run_comparison(options(tmp_path), ["tiny"], [30], **quiet) == rows[1:2]
+    assert run_comparison(options(tmp_path), Grid(["tiny"], [30], builders=builders),
+                          quiet) == rows[1:2]
     assert builders["tiny"].calls == 2
 
     with pytest.raises(LidcError, match="other options.*--max-steps 10 -> 20.*--force"):
-        compare.run_comparison(options(tmp_path, max_steps=20), ["tiny"], [12], **quiet)
+        run_comparison(options(tmp_path, max_steps=20), Grid(["tiny"], [12], builders=builders),
+                       quiet)
 
 
 def test_compare_refuses_a_size_larger_than_the_training_set(tmp_path):
     write_dataset(tmp_path / "work")
     with pytest.raises(LidcError, match=r"--sizes \[61\]"):
-        compare.run_comparison(options(tmp_path), ["tiny"], [12, 61], log=lambda *a: None)
+        run_comparison(options(tmp_path), Grid(["tiny"], [12, 61]), Hooks(log=lambda *a: None))
 
 
 def test_compare_parser_reads_comma_lists():
@@ -73,5 +79,4 @@ def test_compare_parser_reads_comma_lists():
 
 def test_majority_share_is_the_accuracy_of_always_answering_the_commonest_class():
     import numpy as np
-    from tools.compare import majority_share
     assert majority_share(np.array([0, 0, 2, 0, 1, 2])) == 0.5

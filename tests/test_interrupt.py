@@ -170,18 +170,19 @@ def test_a_killed_stage_leaves_no_half_file_and_its_rerun_equals_an_uninterrupte
 
 # Runs `python -m tools.train ARGS`, holding the run (and its lock) after step N until killed.
 HOLD_AT_STEP = textwrap.dedent("""
-    import runpy, sys, time
+    import dataclasses, runpy, sys, time
     import training.loop as loop
     hold_at, marker = int(sys.argv[1]), sys.argv[2]
     real = loop.train
-    def train(*args, after_step=None, **kwargs):
+    def train(*args, **kwargs):
+        hooks = kwargs["hooks"]
         def hold(step):
-            if after_step is not None:
-                after_step(step)
+            if hooks.after_step is not None:
+                hooks.after_step(step)
             if step == hold_at:
                 open(marker, "w").close()
                 time.sleep(600)
-        return real(*args, after_step=hold, **kwargs)
+        return real(*args, **{**kwargs, "hooks": dataclasses.replace(hooks, after_step=hold)})
     loop.train = train
     sys.argv = ["tools.train", *sys.argv[3:]]
     runpy.run_module("tools.train", run_name="__main__", alter_sys=True)

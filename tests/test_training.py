@@ -13,6 +13,8 @@ from lidc.errors import LidcError
 from tests.helpers import lock_held_elsewhere
 from tests.test_training_helpers import blobs, tiny_net, train_config, write_dataset
 from tools import train as train_tool
+from training import runner
+from training.loop import Hooks
 from training import batches, model as model_lib, rules
 from training.rundir import RunDir, locked
 
@@ -30,7 +32,7 @@ def run_until_killed(config, builder, step):
             raise Interrupted()
 
     with pytest.raises(Interrupted):
-        train_tool.run_training(config, builder=builder, after_step=kill, log=lambda *a: None)
+        runner.run_training(config, builder=builder, hooks=Hooks(after_step=kill, log=lambda *a: None))
 
 
 @pytest.fixture
@@ -111,12 +113,13 @@ def test_prefetcher_gives_the_batches_in_order_and_raises_the_producers_error():
     (300, 0.50, [0.5, 0.6, 0.4], None),
 ])
 def test_stop_rule(step, accuracy, losses, expected):
-    assert rules.stop_reason(step, accuracy, losses, min_steps=5000, stop_accuracy=0.90,
-                             max_steps=20000, patience=2) == expected
+    rule = rules.StopRule(min_steps=5000, stop_accuracy=0.90, max_steps=20000, patience=2)
+    assert rules.stop_reason(step, accuracy, losses, rule) == expected
 
 
 def test_patience_zero_never_stops_and_ties_are_no_improvement():
-    assert rules.stop_reason(300, 0.5, [0.5] + [0.9] * 50, 5000, 0.9, 20000, patience=0) is None
+    rule = rules.StopRule(5000, 0.9, 20000, patience=0)
+    assert rules.stop_reason(300, 0.5, [0.5] + [0.9] * 50, rule) is None
     assert rules.evaluations_since_best([0.5, 0.5, 0.5]) == 2
 
 
@@ -183,7 +186,7 @@ def test_the_export_folds_batch_norm_and_predicts_as_the_training_graph(tmp_path
 
 def test_a_small_network_learns_the_blobs_and_the_run_folder_is_complete(work):
     config = train_config(work, max_steps=150, eval_every=50)
-    metrics = train_tool.run_training(config, builder=tiny_net, log=lambda *a: None)
+    metrics = runner.run_training(config, builder=tiny_net, hooks=Hooks(log=lambda *a: None))
     run = RunDir(work / "runs" / "tiny")
     assert metrics["finished"] and metrics["status"] == "stopped: max steps reached at step 150"
     assert [h["step"] for h in metrics["history"]] == [50, 100, 150]
@@ -204,7 +207,7 @@ def test_a_small_network_learns_the_blobs_and_the_run_folder_is_complete(work):
 def test_the_loop_stops_at_the_first_evaluation_past_min_steps_over_the_threshold(work):
     # Every evaluation is over a threshold of 0; the one at step 20 is not *past* min_steps.
     config = train_config(work, min_steps=20, stop_accuracy=0.0, max_steps=100, eval_every=10)
-    metrics = train_tool.run_training(config, builder=tiny_net, log=lambda *a: None)
+    metrics = runner.run_training(config, builder=tiny_net, hooks=Hooks(log=lambda *a: None))
     assert [h["step"] for h in metrics["history"]] == [10, 20, 30]
     assert metrics["stop_reason"] == rules.THRESHOLD
     assert metrics["status"] == "stopped: threshold reached at step 30"
@@ -215,17 +218,15 @@ def test_resume_continues_the_step_count_and_ends_with_the_uninterrupted_weights
     options = dict(max_steps=30, eval_every=10, deterministic=True, augment=True)
     write_dataset(tmp_path / "a" / "work")
     write_dataset(tmp_path / "b" / "work")
-    whole = train_tool.run_training(train_config(tmp_path / "a", **options), builder=tiny_net,
-                                    log=lambda *a: None)
+    whole = runner.run_training(train_config(tmp_path / "a", **options), builder=tiny_net, hooks=Hooks(log=lambda *a: None))
     config = train_config(tmp_path / "b", **options)
     run_until_killed(config, tiny_net, 25)
     run_b = RunDir(tmp_path / "b" / "runs" / "tiny")
     assert not run_b.finished()
     with pytest.raises(LidcError, match="unfinished run at step 20.*--resume"):
-        train_tool.run_training(config, builder=tiny_net, log=lambda *a: None)
+        runner.run_training(config, builder=tiny_net, hooks=Hooks(log=lambda *a: None))
     steps = []
-    resumed = train_tool.run_training(config, resume=True, builder=tiny_net,
-                                      after_step=steps.append, log=lambda *a: None)
+    resumed = runner.run_training(config, resume=True, builder=tiny_net, hooks=Hooks(after_step=steps.append, log=lambda *a: None))
     assert steps[0] == 21 and resumed["step"] == 30  # continued from the checkpoint at 20
     assert [h["step"] for h in resumed["history"]] == [10, 20, 30]
     a, b = weights(tmp_path / "a" / "runs" / "tiny"), weights(run_b.root)
@@ -238,14 +239,13 @@ def test_resume_continues_the_step_count_and_ends_with_the_uninterrupted_weights
 
 def test_a_finished_run_is_refused_without_resume_or_force_and_force_starts_over(work):
     config = train_config(work, max_steps=10, eval_every=10)
-    train_tool.run_training(config, builder=tiny_net, log=lambda *a: None)
+    runner.run_training(config, builder=tiny_net, hooks=Hooks(log=lambda *a: None))
     with pytest.raises(LidcError, match="finished run.*--resume.*--force"):
-        train_tool.run_training(config, builder=tiny_net, log=lambda *a: None)
+        runner.run_training(config, builder=tiny_net, hooks=Hooks(log=lambda *a: None))
     with pytest.raises(LidcError, match="cannot resume with other options.*--lr"):
-        train_tool.run_training({**config, "lr": 0.5}, resume=True, builder=tiny_net)
+        runner.run_training({**config, "lr": 0.5}, resume=True, builder=tiny_net)
     steps = []
-    train_tool.run_training({**config, "max_steps": 20}, force=True, builder=tiny_net,
-                            after_step=steps.append, log=lambda *a: None)
+    runner.run_training({**config, "max_steps": 20}, force=True, builder=tiny_net, hooks=Hooks(after_step=steps.append, log=lambda *a: None))
     assert steps[0] == 1 and steps[-1] == 20
 
 
@@ -254,7 +254,7 @@ def test_the_lock_refuses_a_second_writer(work):
     run_dir = work / "runs" / "tiny"
     with locked(run_dir):
         with pytest.raises(LidcError, match="in use by pid"):
-            train_tool.run_training(config, builder=tiny_net, log=lambda *a: None)
+            runner.run_training(config, builder=tiny_net, hooks=Hooks(log=lambda *a: None))
     # Another process holding the lock is refused as well; its exit releases the lock.
     with lock_held_elsewhere("from training.rundir import locked",
                              f"locked({str(run_dir)!r})") as pid:
@@ -290,7 +290,7 @@ def test_train_main_needs_a_net(tmp_path):
 
 def test_train_main_resume_keeps_the_saved_options(work, graph_mode_is_not_global,
                                                    monkeypatch, capsys):
-    monkeypatch.setattr(train_tool, "resolve", lambda name: tiny_net)
+    monkeypatch.setattr(runner, "resolve_net", lambda name: tiny_net)
     common = ["--work", str(work / "work"), "--runs", str(work / "runs"), "--name", "cli"]
     assert train_tool.main(["--net", "tiny", "--max-steps", "10", "--eval-every", "5",
                             "--batch-size", "4", *common]) == 0
@@ -307,11 +307,10 @@ def test_resume_with_lenet5_ends_with_the_uninterrupted_weights(tmp_path, determ
     options = dict(net="lenet5", max_steps=12, eval_every=4, deterministic=True, lr=0.001)
     for run in ("a", "b"):
         write_dataset(tmp_path / run / "work", sizes=(24, 6, 6), image=64)
-    train_tool.run_training(train_config(tmp_path / "a", **options), builder=nets.get("lenet5"),
-                            log=lambda *a: None)
+    runner.run_training(train_config(tmp_path / "a", **options), builder=nets.get("lenet5"), hooks=Hooks(log=lambda *a: None))
     config = train_config(tmp_path / "b", **options)
     run_until_killed(config, nets.get("lenet5"), 10)
-    train_tool.run_training(config, resume=True, builder=nets.get("lenet5"), log=lambda *a: None)
+    runner.run_training(config, resume=True, builder=nets.get("lenet5"), hooks=Hooks(log=lambda *a: None))
     a, b = weights(tmp_path / "a" / "runs" / "tiny"), weights(tmp_path / "b" / "runs" / "tiny")
     assert a.keys() == b.keys()
     for name in a:

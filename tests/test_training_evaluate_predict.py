@@ -9,7 +9,12 @@ import tensorflow as tf
 
 from lidc.errors import LidcError
 from tests.test_training_helpers import tiny_net, train_config, write_dataset
-from tools import evaluate, predict, train
+from lidc.patch_files import read_npy
+from tools import evaluate, predict
+from training.evaluation import evaluate_run
+from training.loop import Hooks
+from training.prediction import predict_files
+from training.runner import run_training
 
 
 @pytest.fixture(scope="module")
@@ -17,8 +22,8 @@ def trained(tmp_path_factory):
     """A run 'tiny' trained for 150 steps on the blobs; returns the folder above work/, runs/."""
     root = tmp_path_factory.mktemp("trained")
     write_dataset(root / "work")
-    train.run_training(train_config(root, max_steps=150, eval_every=50), builder=tiny_net,
-                       log=lambda *a: None)
+    run_training(train_config(root, max_steps=150, eval_every=50), builder=tiny_net,
+                 hooks=Hooks(log=lambda *a: None))
     return root
 
 
@@ -46,7 +51,7 @@ def test_evaluate_writes_metrics_and_figures(trained, graph_mode_is_not_global, 
 
 def test_evaluate_refuses_a_run_that_does_not_exist(trained):
     with pytest.raises(LidcError, match="no such run"):
-        evaluate.run_evaluation(trained / "runs", "nope", trained / "work")
+        evaluate_run(trained / "runs", "nope", trained / "work")
 
 
 SENTENCE = re.compile(r"(.+): tiny is (\d+\.\d)% confident this is a "
@@ -72,13 +77,13 @@ def test_predict_prints_one_sentence_per_patch(trained, graph_mode_is_not_global
 def test_predict_refuses_patches_of_another_size(trained):
     np.save(trained / "big.npy", np.zeros((2, 64, 64), np.int16))
     with pytest.raises(LidcError, match="patches are 64x64; the network takes 16x16"):
-        predict.run_prediction(trained / "runs", "tiny", [trained / "big.npy"])
+        predict_files(trained / "runs", "tiny", [trained / "big.npy"])
 
 
 def test_predict_windows_hu_like_the_dataset_stage(tmp_path):
     np.save(tmp_path / "hu.npy", np.array([[-2000, -1000, -300, 400, 3000]] * 5, np.int16))
-    np.testing.assert_allclose(predict.read_npy(tmp_path / "hu.npy")[0, 0, :, 0],
+    np.testing.assert_allclose(read_npy(tmp_path / "hu.npy")[0, 0, :, 0],
                                [0, 0, 0.5, 1, 1])
     # The dataset stage's float x, already in [0, 1], is taken as it is.
     np.save(tmp_path / "unit.npy", np.full((2, 4, 4, 1), 0.25, np.float32))
-    np.testing.assert_array_equal(predict.read_npy(tmp_path / "unit.npy"), 0.25)
+    np.testing.assert_array_equal(read_npy(tmp_path / "unit.npy"), 0.25)

@@ -10,7 +10,7 @@ WORK/skipped/annotations.csv. See lidc/stages/annotations.py.
 """
 from pathlib import Path
 
-from lidc.stages import annotations, work_lock
+from lidc.stages import annotations
 from tools import cli
 
 
@@ -24,9 +24,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    with work_lock(args.work):
-        cli.print_result(annotations.run(args.work, args.workers, args.force, args.xml))
-    return 0
+    return cli.run_stage(args.work, lambda: annotations.run(args.work, args.workers, args.force, args.xml))
 
 
 if __name__ == "__main__":

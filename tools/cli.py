@@ -14,7 +14,8 @@ DEFAULT_ROOT = Path("data/LIDC-IDRI")
 DEFAULT_WORK = Path("data/work")
 DEFAULT_RUNS = Path("runs")
 
-__all__ = ["parser", "add_training_options", "typed_options", "run", "summary", "print_result", "progress"]
+__all__ = ["parser", "add_training_options", "typed_options", "run", "summary", "run_stage", "print_result",
+           "progress"]
 
 
 def _common(p, name):
@@ -95,6 +96,16 @@ def summary(title, counts, skipped=()):
             print(f"    {path}: {reason}")
         if len(skipped) > 20:
             print(f"    ... and {len(skipped) - 20} more (see the stage's skipped.csv)")
+
+
+def run_stage(work, stage):
+    """Runs `stage()` (a lidc.stages function's call) holding WORK's lock and prints its
+    StageResult; returns the exit code 0."""
+    from lidc.stages import work_lock
+
+    with work_lock(work):
+        print_result(stage())
+    return 0
 
 
 def print_result(result):

@@ -7,7 +7,7 @@ in the order of patches.npy) and WORK/skipped/crop.csv. See lidc/stages/crop.py.
 
     python -m tools.crop --work data/work [--size 64] [--png]
 """
-from lidc.stages import crop, work_lock
+from lidc.stages import crop
 from tools import cli
 
 
@@ -22,9 +22,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    with work_lock(args.work):
-        cli.print_result(crop.run(args.work, args.size, args.workers, args.force, args.png))
-    return 0
+    return cli.run_stage(args.work, lambda: crop.run(args.work, args.size, args.workers, args.force, args.png))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ WORK/dataset/split.csv (each patient's side) and WORK/dataset/summary.json.
 
     python -m tools.dataset --work data/work [--split patient|random] [--max-train N]
 """
-from lidc.stages import dataset, work_lock
+from lidc.stages import dataset
 from tools import cli
 
 
@@ -32,9 +32,7 @@ def main(argv=None):
     options = dataset.DatasetOptions(seed=args.seed, split=args.split,
                                      test_share=args.test_share, val_share=args.val_share,
                                      max_train=args.max_train, balance=args.balance)
-    with work_lock(args.work):
-        cli.print_result(dataset.run(args.work, options))
-    return 0
+    return cli.run_stage(args.work, lambda: dataset.run(args.work, options))
 
 
 if __name__ == "__main__":

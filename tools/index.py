@@ -7,7 +7,7 @@ and WORK/skipped/index.csv (what was not used, and why). See lidc/stages/index.p
 
     python -m tools.index --root data/LIDC-IDRI --work data/work [--png]
 """
-from lidc.stages import index, work_lock
+from lidc.stages import index
 from tools import cli
 
 
@@ -21,9 +21,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    with work_lock(args.work):
-        cli.print_result(index.run(args.root, args.work, args.workers, args.force, args.png))
-    return 0
+    return cli.run_stage(args.work, lambda: index.run(args.root, args.work, args.workers, args.force, args.png))
 
 
 if __name__ == "__main__":

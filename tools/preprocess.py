@@ -8,7 +8,7 @@ each. Stops at the first stage that cannot run.
 
     python -m tools.preprocess --root data/LIDC-IDRI --work data/work [--workers N] [--size 64]
 """
-from lidc.stages import annotations, crop, index, work_lock
+from lidc.stages import annotations, crop, index
 from lidc.workers import shared_pools
 from tools import cli
 
@@ -26,8 +26,7 @@ def main(argv=None):
               lambda: crop.run(args.work, args.size, args.workers, args.force)]
     with shared_pools():
         for stage in stages:
-            with work_lock(args.work):
-                cli.print_result(stage())
+            cli.run_stage(args.work, stage)
     return 0
 
 

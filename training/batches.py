@@ -123,6 +123,7 @@ class Prefetcher:
         return batch
 
     def close(self):
+        """Stops the thread (batches prepared but not taken are dropped)."""
         self._stop.set()
         self._thread.join(timeout=5)
 

@@ -11,9 +11,6 @@ import numpy as np
 from lidc.dataset import stratified_indices
 from lidc.errors import LidcError
 
-SPLITS = ("train", "val", "test")
-
-
 class Split:
     """One split's arrays: x (images), y (one-hot), label (int classes), and where it came from."""
 
@@ -27,6 +24,7 @@ class Split:
         return len(self.x)
 
     def subset(self, rows):
+        """The Split of the given rows."""
         return Split(self.x[rows], self.y[rows], self.label[rows], self.path)
 
 

@@ -20,6 +20,7 @@ def confusion_matrix(labels, predictions, num_classes):
 
 
 def accuracy(confusion):
+    """The share of examples on the diagonal of a confusion matrix (0 for none)."""
     total = confusion.sum()
     return float(np.trace(confusion) / total) if total else 0.0
 

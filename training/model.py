@@ -15,7 +15,9 @@ Usage:
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -29,11 +31,38 @@ SIGNATURE_INPUT = "images"
 SIGNATURE_OUTPUT = "probabilities"
 
 
+@dataclass(frozen=True)
 class Model:
-    """The tensors and ops of the training graph (attributes named as in `build`)."""
+    """The training graph of one network: what the loop feeds, runs and saves.
 
-    def __init__(self, **tensors):
-        self.__dict__.update(tensors)
+    builder, image_shape, num_classes: what it was built from (the export rebuilds it).
+    images, labels, is_training, learning_rate: the placeholders (is_training and learning_rate
+      have defaults: False and 0.001).
+    logits, probabilities: the network's outputs, before and after softmax.
+    losses, correct: per example (cross-entropy; 1.0 where the top class is the label).
+    loss, accuracy: their means; total_loss adds the regularisation losses, if any.
+    global_step, train_op: Adam's step, tied to the batch-norm updates.
+    end_points: the builder's named tensors.
+    variables: the network's variables without the optimiser's (weights, batch-norm averages).
+    """
+    builder: Callable
+    image_shape: tuple
+    num_classes: int
+    images: tf.Tensor
+    labels: tf.Tensor
+    is_training: tf.Tensor
+    learning_rate: tf.Tensor
+    logits: tf.Tensor
+    probabilities: tf.Tensor
+    losses: tf.Tensor
+    loss: tf.Tensor
+    total_loss: tf.Tensor
+    correct: tf.Tensor
+    accuracy: tf.Tensor
+    global_step: tf.Variable
+    train_op: tf.Operation
+    end_points: dict
+    variables: list
 
 
 def build(builder, image_shape, num_classes, seed=0):
@@ -45,10 +74,7 @@ def build(builder, image_shape, num_classes, seed=0):
       num_classes: number of classes.
       seed: the graph-level seed, which fixes the initial weights and every seeded random op.
     Returns:
-      a Model with images, labels, is_training, learning_rate (placeholders), logits,
-      probabilities, losses (per example), loss (mean cross-entropy), total_loss (with any
-      regularisation losses), correct (per example), accuracy, global_step, train_op,
-      end_points, variables (the network's variables, without the optimiser's).
+      a Model.
     """
     v1.set_random_seed(seed)
     images = v1.placeholder(tf.float32, [None, *image_shape], name=SIGNATURE_INPUT)
@@ -64,29 +90,39 @@ def build(builder, image_shape, num_classes, seed=0):
     # what the best checkpoint and the export need, a third of what Adam's slots add.
     variables = [v for v in v1.global_variables() if v is not global_step]
     probabilities = tf.nn.softmax(logits, name=SIGNATURE_OUTPUT)
+    losses, loss, total_loss = _losses(labels, logits)
+    correct = tf.cast(tf.equal(tf.argmax(logits, 1), tf.argmax(labels, 1)), tf.float32,
+                      name="correct")
+    return Model(builder=builder, image_shape=tuple(image_shape), num_classes=num_classes,
+                 images=images, labels=labels, is_training=is_training,
+                 learning_rate=learning_rate, logits=logits, probabilities=probabilities,
+                 losses=losses, loss=loss, total_loss=total_loss, correct=correct,
+                 accuracy=tf.reduce_mean(correct, name="accuracy"), global_step=global_step,
+                 train_op=_train_op(total_loss, learning_rate, global_step),
+                 end_points=end_points, variables=variables)
+
+
+def _losses(labels, logits):
+    """(per-example cross-entropy, its mean, the mean plus any regularisation losses)."""
     losses = tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits)
     losses = tf.identity(losses, name="losses")
     loss = tf.reduce_mean(losses, name="loss")
     regularization = v1.get_collection(v1.GraphKeys.REGULARIZATION_LOSSES)
     total_loss = tf.add_n([loss] + regularization, name="total_loss") if regularization else loss
-    correct = tf.cast(tf.equal(tf.argmax(logits, 1), tf.argmax(labels, 1)), tf.float32,
-                      name="correct")
-    accuracy = tf.reduce_mean(correct, name="accuracy")
+    return losses, loss, total_loss
+
+
+def _train_op(total_loss, learning_rate, global_step):
+    """Adam's step on `total_loss`, run after the batch-norm updates."""
     optimizer = v1.train.AdamOptimizer(learning_rate)
     # Without this dependency batch norm's moving averages would never be updated.
     # GATE_NONE: the default gating makes every op's gradients wait for one another, which also
-    # computes the gradient of the first convolution with respect to the images that nobody uses;
-    # without it a ResNet-50 step is 4% faster at batch 64. The results stay reproducible: an
-    # update of a resource variable copies it while a gradient still holds its old value.
+    # computes the gradient of the first convolution with respect to the images that nobody
+    # uses. The results stay reproducible: an update of a resource variable copies it while a
+    # gradient still holds its old value.
     with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
-        train_op = optimizer.minimize(total_loss, global_step=global_step, name="train_op",
-                                      gate_gradients=v1.train.Optimizer.GATE_NONE)
-    return Model(builder=builder, image_shape=tuple(image_shape), num_classes=num_classes,
-                 images=images, labels=labels, is_training=is_training,
-                 learning_rate=learning_rate, logits=logits, probabilities=probabilities,
-                 losses=losses, loss=loss, total_loss=total_loss, correct=correct,
-                 accuracy=accuracy, global_step=global_step, train_op=train_op,
-                 end_points=end_points, variables=variables)
+        return optimizer.minimize(total_loss, global_step=global_step, name="train_op",
+                                  gate_gradients=v1.train.Optimizer.GATE_NONE)
 
 
 def session_config():
@@ -189,6 +225,7 @@ class Predictor:
         return probabilities
 
     def close(self):
+        """Frees the session."""
         self.session.close()
 
     def __enter__(self):

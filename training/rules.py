@@ -9,6 +9,9 @@ Because every decision is a function of the recorded history, a resumed run deci
 the uninterrupted one would have.
 """
 import math
+from dataclasses import dataclass
+
+from training.options import SCHEDULES
 
 THRESHOLD = "threshold"
 MAX_STEPS = "max steps"
@@ -26,25 +29,37 @@ def evaluations_since_best(losses):
     return len(losses) - 1 - best
 
 
-def stop_reason(step, val_accuracy, val_losses, min_steps, stop_accuracy, max_steps, patience=0):
+@dataclass(frozen=True)
+class StopRule:
+    """When a run stops.
+
+    min_steps: the accuracy threshold applies only when the step is past this (paper: 5000).
+    stop_accuracy: ... and the validation accuracy is over this (paper: 0.90).
+    max_steps: stop when the step reaches this in any case.
+    patience: stop after this many evaluations without a lower validation loss; 0 = never.
+    """
+    min_steps: int
+    stop_accuracy: float
+    max_steps: int
+    patience: int = 0
+
+
+def stop_reason(step, val_accuracy, val_losses, rule):
     """Why training stops at this evaluation, or None to go on.
 
     Args:
       step: the global step just evaluated (steps done).
       val_accuracy: validation accuracy at `step`.
       val_losses: validation losses of every evaluation so far, this one last.
-      min_steps: the threshold applies only when step > min_steps.
-      stop_accuracy: the threshold applies only when val_accuracy > stop_accuracy.
-      max_steps: stop when step >= max_steps.
-      patience: stop after this many evaluations without a lower validation loss; 0 = never.
+      rule: the StopRule.
     Returns:
       THRESHOLD, PATIENCE, MAX_STEPS or None, checked in that order.
     """
-    if step > min_steps and val_accuracy > stop_accuracy:
+    if step > rule.min_steps and val_accuracy > rule.stop_accuracy:
         return THRESHOLD
-    if patience and evaluations_since_best(val_losses) >= patience:
+    if rule.patience and evaluations_since_best(val_losses) >= rule.patience:
         return PATIENCE
-    if step >= max_steps:
+    if step >= rule.max_steps:
         return MAX_STEPS
     return None
 
@@ -56,9 +71,6 @@ def status(reason, step):
         PATIENCE: f"stopped: patience ran out at step {step}",
         MAX_STEPS: f"stopped: max steps reached at step {step}",
     }[reason]
-
-
-SCHEDULES = ("constant", "exponential", "cosine")
 
 
 def learning_rate(step, base, schedule, max_steps, decay_rate=0.96, decay_steps=1000):

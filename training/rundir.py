@@ -1,4 +1,5 @@
-"""The run folder `RUNS/NAME/`: where each file of a run lives, its state, and its lock.
+"""The run folder `RUNS/NAME/`: where each file of a run lives, and the life of a run in it:
+start, resume (only with the options it was started with), clear, find its checkpoint.
 
   RUNS/NAME/
     .lock              held (fcntl.flock) by the one process writing or reading the run
@@ -9,13 +10,17 @@
     train/, val/       TensorBoard event files
     saved_model/       the exported model for inference: images -> probabilities
     eval/              the evaluation on the test set (tools.evaluate)
+
+    with locked(RunDir("runs/demo")) as run_dir:
+        run_dir.prepare(config, resume=True)
 """
 import contextlib
 import json
+import shutil
 from pathlib import Path
 
 from lidc.errors import LidcError
-from lidc.io import exclusive
+from lidc.io import exclusive, write_json
 
 
 class RunDir:
@@ -34,9 +39,11 @@ class RunDir:
         self.eval = self.root / "eval"
 
     def read_config(self):
+        """config.json as a dict; LidcError when it is missing or unreadable."""
         return _read_json(self.config)
 
     def read_metrics(self):
+        """metrics.json as a dict; LidcError when it is missing or unreadable."""
         return _read_json(self.metrics)
 
     def started(self):
@@ -46,6 +53,73 @@ class RunDir:
     def finished(self):
         """True when the run stopped by its rule and wrote its status."""
         return self.metrics.is_file() and bool(self.read_metrics().get("finished"))
+
+    def describe(self):
+        """'holds a finished run (status)' or 'holds an unfinished run at step N'."""
+        if not self.metrics.is_file():
+            return "holds an unfinished run with no evaluation yet"
+        metrics = self.read_metrics()
+        if metrics.get("finished"):
+            return f"holds a finished run ({metrics['status']})"
+        return f"holds an unfinished run at step {metrics.get('step')}"
+
+    def clear(self):
+        """Removes everything in the run folder but its lock (which the caller holds)."""
+        for path in self.root.iterdir():
+            if path.name == ".lock":
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+    def prepare(self, config, keys, resume=False, force=False, log=print):
+        """Makes the folder ready for training `config` and writes its config.json: cleared with
+        `force`, continued with `resume` (when the `keys` options are unchanged), new otherwise.
+
+        Raises:
+          LidcError: the folder holds a run and neither resume nor force is given, or resume
+            with options that would change the run.
+        """
+        if self.started():
+            if force:
+                self.clear()
+            elif resume:
+                self.check_options(config, keys, "cannot resume with other options",
+                                   "use --force to start over or another --name")
+            else:
+                raise LidcError(self.root, self.describe() + "; pass --resume to continue "
+                                "it or --force to start it over")
+        elif resume:
+            log(f"{self.root}: nothing to resume, starting a new run")
+        write_json(self.config, config)
+
+    def check_options(self, config, keys, problem, advice):
+        """Refuses (LidcError 'PROBLEM (--k a -> b, ...); ADVICE') a saved run whose options
+        `keys` differ from `config`'s."""
+        changed = changed_options(self.read_config(), config, keys)
+        if changed:
+            raise LidcError(self.root, f"{problem} ({', '.join(changed)}); {advice}")
+
+    def checkpoint(self):
+        """The best checkpoint's prefix, else the latest's.
+
+        Raises:
+          LidcError: the run has no checkpoint.
+        """
+        import tensorflow as tf  # only the commands that need a checkpoint pay for TensorFlow
+
+        for folder in (self.best, self.ckpt):
+            prefix = tf.train.latest_checkpoint(str(folder))
+            if prefix:
+                return prefix
+        raise LidcError(self.root, "has no checkpoint; train it first (python -m tools.train)")
+
+
+def changed_options(saved, config, keys):
+    """'--k a -> b' for each of `keys` whose value in `config` differs from `saved`'s."""
+    return [f"--{k.replace('_', '-')} {saved.get(k)} -> {config.get(k)}"
+            for k in keys if saved.get(k) != config.get(k)]
 
 
 def _read_json(path):

@@ -1,0 +1,59 @@
+"""Evaluating a trained run on the test set: its metrics, confusion matrix and learning curves.
+
+    report = evaluate_run(Path("runs"), "demo", Path("data/work"))
+"""
+import re
+
+from lidc.errors import LidcError
+from lidc.io import write_json
+from lidc.records import CLASS_NAMES
+from training import data, metrics, plots
+from training.model import Predictor
+from training.rundir import RunDir, locked
+
+
+def class_names(num_classes):
+    """The project's class names for 3 outputs, 'class N' for any other number."""
+    if num_classes == len(CLASS_NAMES):
+        return list(CLASS_NAMES)
+    return [f"class {c}" for c in range(num_classes)]
+
+
+def evaluate_run(runs, name, work, batch_size=256, log=print):
+    """Evaluates run `name` on WORK/dataset/test.npz and writes its eval/ folder.
+
+    Returns:
+      the report written to eval/metrics.json (training.metrics.report plus run, checkpoint,
+      step, test_set).
+    Raises:
+      LidcError: no such run, no checkpoint, no test set, or the run is in use.
+    """
+    run_dir = RunDir(runs / name)
+    if not run_dir.root.is_dir():
+        raise LidcError(run_dir.root, "no such run; train it first (python -m tools.train)")
+    test = data.load(work / "dataset", "test")
+    with locked(run_dir):
+        prefix = run_dir.checkpoint()
+        with Predictor.from_checkpoint(prefix) as predictor:
+            probabilities = predictor.predict(test.x, batch_size)
+        names = class_names(probabilities.shape[1])
+        report = metrics.report(test.label, probabilities, names)
+        step = re.search(r"-(\d+)$", prefix)
+        report.update(run=name, checkpoint=prefix, step=int(step.group(1)) if step else None,
+                      test_set=test.path)
+        write_json(run_dir.eval / "metrics.json", report)
+        _plots(run_dir, report, names)
+    log(f"{name}: {len(test)} test patches, checkpoint {prefix}\n{metrics.table(report)}")
+    return report
+
+
+def _plots(run_dir, report, names):
+    name = run_dir.root.name
+    plots.confusion(report["confusion"], names, run_dir.eval / "confusion.png",
+                    title=f"{name}: test accuracy {report['accuracy']:.3f}")
+    if run_dir.metrics.is_file() and run_dir.metrics.stat().st_size:
+        history = run_dir.read_metrics().get("history", [])
+        config = run_dir.read_config() if run_dir.config.is_file() else {}
+        if history:
+            plots.learning_curves(history, run_dir.eval / "learning_curves.png",
+                                  config.get("stop_accuracy"), title=name)

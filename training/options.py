@@ -1,0 +1,72 @@
+"""The options of a training run: one table, read by the loop (defaults), by the commands
+(their command-line form) and by resume and compare (which of them make another run).
+
+A run's options are a dict keyed by these names (argparse dests), saved as its config.json.
+
+    config = {**DEFAULTS, "net": "resnet50", "name": "demo", ...}
+"""
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Option:
+    """One training option: its name (the argparse dest), default, type, help and role.
+
+    identity: the option fixes which steps the run takes (the batches, the learning rates, the
+      initial weights), so a resumed run must keep it.
+    compared: a finished run trained with another value is another experiment (compare).
+    """
+    name: str
+    default: object
+    help: str
+    type: type = None
+    choices: tuple = None
+    identity: bool = False
+    compared: bool = False
+
+    @property
+    def flag(self):
+        """The command-line flag: --batch-size for batch_size."""
+        return "--" + self.name.replace("_", "-")
+
+
+SCHEDULES = ("constant", "exponential", "cosine")
+
+OPTIONS = (
+    Option("batch_size", 16, "patches per step (paper: 16)", int, identity=True),
+    Option("lr", 0.001, "Adam's learning rate (paper: 0.001)", float, identity=True),
+    Option("lr_schedule", "constant", "constant; exponential: lr * lr_decay ** (step / "
+           "lr_decay_steps); cosine: annealed to 0 at --max-steps", str, SCHEDULES,
+           identity=True),
+    Option("lr_decay", 0.96, "rate of the exponential schedule", float, identity=True),
+    Option("lr_decay_steps", 1000, "steps per --lr-decay of the exponential schedule", int,
+           identity=True),
+    Option("min_steps", 5000, "the accuracy threshold applies only past this step (paper: 5000)",
+           int, compared=True),
+    Option("stop_accuracy", 0.90, "stop once validation accuracy is over this (paper: 0.90)",
+           float, compared=True),
+    Option("max_steps", 20000, "stop here in any case", int, compared=True),
+    Option("eval_every", 100, "steps between validation evaluations (and checkpoints)", int,
+           compared=True),
+    Option("patience", 0, "stop after this many evaluations without a lower validation loss "
+           "(0: off)", int, compared=True),
+    Option("augment", False, "random rotations by multiples of 90 degrees and flips", bool,
+           identity=True),
+    Option("train_size", None, "train on a stratified subset of this many patches; none: all",
+           int, identity=True),
+    Option("deterministic", False, "turn on TensorFlow's op determinism: the same seed gives the "
+           "same weights (slower on a GPU)", bool),
+)
+
+DEFAULTS = {o.name: o.default for o in OPTIONS}
+# Options outside the table that a run's identity also depends on.
+IDENTITY = ("net", *(o.name for o in OPTIONS if o.identity), "seed")
+COMPARED = IDENTITY + tuple(o.name for o in OPTIONS if o.compared)
+# How many of the latest checkpoints a run keeps.
+KEEP_CHECKPOINTS = 2
+
+
+def identity(config):
+    """The options that must match for `config` to continue a saved run (with the cosine
+    schedule, max_steps decides every step's learning rate, so it counts too)."""
+    return IDENTITY + (("max_steps",) if config.get("lr_schedule") == "cosine" else ())
