@@ -1,11 +1,12 @@
 """Train/val/test sets of labelled patches, split by patient, windowed to [0, 1].
 
-The dataset stage's arrays: `x` float32 NHWC in [0, 1], `y` one-hot float32 in the label order
+The dataset stage's arrays: `x` float32 NHWC in [0, 1] (HU through lidc.windows.TRAINING), `y` one-hot float32 in the label order
 of ARCHITECTURE.md, `label` int, `patient_id` str, `patch_index` int (the row in patches.npy).
 """
 import numpy as np
 
 from lidc.records import NUM_CLASSES
+from lidc.windows import TRAINING
 
 
 def stratified_indices(labels, n, seed):
@@ -38,17 +39,6 @@ def stratified_indices(labels, n, seed):
     picks = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False)
              for c, k in zip(classes, share)]
     return np.sort(np.concatenate(picks)).astype(np.int64)
-
-
-# The window maps lung (-1000 HU) to 0 and dense soft tissue/bone onset (+400 HU) to 1: it keeps
-# every grey level nodules and vessels take and saturates only bone and metal.
-HU_WINDOW = (-1000.0, 400.0)
-
-
-def to_unit(hu):
-    """Windows HU to [0, 1] float32 over HU_WINDOW (clipped)."""
-    lo, hi = HU_WINDOW
-    return np.clip((np.asarray(hu, np.float32) - lo) / (hi - lo), 0.0, 1.0)
 
 
 SIDES = ("train", "val", "test")
@@ -121,7 +111,7 @@ def arrays(patches, index, labels, patient_ids, **extra):
       labels, patient_ids, **extra: per-patch arrays of length N.
     """
     index = np.sort(np.asarray(index, np.int64))
-    return {"x": to_unit(patches[index])[..., None], "y": one_hot(labels[index]),
+    return {"x": TRAINING.to_unit(patches[index])[..., None], "y": one_hot(labels[index]),
             "label": labels[index].astype(np.int64),
             "patient_id": patient_ids[index].astype(str), "patch_index": index,
             **{k: v[index] for k, v in extra.items()}}

@@ -1,14 +1,14 @@
 """Patches given to a trained network from files: an .npy of HU patches, or PNG images.
 
-Each reader returns [N, H, W, 1] float32 in [0, 1], the training input (lidc.dataset.to_unit).
+Each reader returns [N, H, W, 1] float32 in [0, 1], the training input (lidc.windows.TRAINING).
 
     for name, images in read_patch_files([Path("patches.npy"), Path("000001.png")]): ...
 """
 import cv2
 import numpy as np
 
-from lidc.dataset import to_unit
 from lidc.errors import LidcError
+from lidc.windows import TRAINING
 
 
 def read_npy(path):
@@ -29,7 +29,7 @@ def read_npy(path):
         raise LidcError(path, f"shape {array.shape} is not N x H x W patches")
     windowed = np.issubdtype(array.dtype, np.floating) and array.size and \
         0.0 <= float(array.min()) and float(array.max()) <= 1.0
-    x = np.asarray(array, np.float32) if windowed else to_unit(array)
+    x = np.asarray(array, np.float32) if windowed else TRAINING.to_unit(array)
     return x[..., None]
 
 

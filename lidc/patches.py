@@ -30,10 +30,3 @@ def crop(image, center, size=64, fill=AIR_HU, convert=None):
     out = np.full((size, size), fill, dtype=inside.dtype)
     out[r0 - top:r1 - top, c0 - left:c1 - left] = inside
     return out
-
-
-def lung_window_u8(hu, center=-600.0, width=1500.0):
-    """HU to 8-bit grey in a lung window (for looking at slices and patches as PNG)."""
-    lo = center - width / 2
-    return np.clip((np.asarray(hu, np.float32) - lo) * (255.0 / width), 0, 255).round() \
-        .astype(np.uint8)

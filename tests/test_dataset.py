@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from lidc import dataset as ds
+from lidc.windows import TRAINING
 
 
 def patients(n=15, seed=0):
@@ -47,7 +48,7 @@ def test_undersample_equalises_classes():
 
 def test_window_and_arrays():
     hu = np.array([[-2000, -1000], [-300, 1000]], np.int16)
-    np.testing.assert_allclose(ds.to_unit(hu), [[0, 0], [0.5, 1]])
+    np.testing.assert_allclose(TRAINING.to_unit(hu), [[0, 0], [0.5, 1]])
     patches = np.stack([hu, hu + 100])
     out = ds.arrays(patches, [1, 0], np.array([2, 0]), np.array(["a", "b"]))
     assert out["x"].shape == (2, 2, 2, 1) and out["x"].dtype == np.float32

@@ -4,7 +4,7 @@
   python -m tools.predict --name demo patch_0001.png patch_0002.png
 
 Inputs: an .npy of int16 HU patches (N x 64 x 64, as the crop stage writes them), windowed with
-the dataset stage's transform (lidc.dataset.to_unit); or PNG files (8-bit grayscale, already
+the training window (lidc.windows.TRAINING); or PNG files (8-bit grayscale, already
 windowed, scaled by 1/255). Uses the run's saved_model/ export, else its best checkpoint.
 """
 from pathlib import Path

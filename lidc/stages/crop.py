@@ -15,11 +15,12 @@ import numpy as np
 
 from lidc.errors import LidcError
 from lidc.io import atomic_path, load_pickle, read_csv, write_csv, write_png
-from lidc.patches import crop, lung_window_u8
+from lidc.patches import crop
 from lidc.records import CLASS_NAMES, PatchOrigin
 from lidc.resume import Parts, file_stat, fingerprint
 from lidc.series import read_stored
 from lidc.stages import StageResult, write_skipped
+from lidc.windows import LUNG
 from lidc.workers import Unit, progress, run_units, stored_results
 
 PATCH_COLUMNS = ["patch_index", "mark_id", "patient_id", "series_uid", "slice_index", "row",
@@ -119,7 +120,7 @@ def export_png(out, rows):
     for row in progress(rows, desc="png", unit="patch"):
         target = out / "png" / f"{row['patch_index']:06d}.png"
         if not os.path.exists(target):
-            write_png(target, lung_window_u8(patches[row["patch_index"]]))
+            write_png(target, LUNG.to_u8(patches[row["patch_index"]]))
 
 
 def run(work, size=64, workers=1, force=False, png=False):

@@ -17,6 +17,7 @@ from lidc.errors import LidcError
 from lidc.io import read_csv, save_npz, write_csv, write_json
 from lidc.records import CLASS_NAMES, NUM_CLASSES
 from lidc.stages import StageResult
+from lidc.windows import TRAINING
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def run(work, options):
               ["patient_id", "side", "patches"])
     recorded = {k: str(v) for k, v in {**asdict(options), "work": work}.items()}
     write_json(out / "summary.json", {"options": recorded, "class_names": CLASS_NAMES,
-                                      "counts": table, "hu_window": dataset.HU_WINDOW})
+                                      "counts": table, "hu_window": (TRAINING.low, TRAINING.high)})
     counts = _side_counts(table, index, patient_ids)
     counts["patches not used"] = len(rows) - sum(len(i) for i in index.values())
     return StageResult(f"dataset ({options.split} split): {out}/{{train,val,test}}.npz", counts)

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from lidc.errors import LidcError
 from lidc.io import write_csv, write_png
-from lidc.patches import lung_window_u8
 from lidc.reads import header_uids
 from lidc.resume import Parts, file_stat, fingerprint
 from lidc.series import decoders_key, group_series, read_header, read_hu
 from lidc.stages import StageResult, write_skipped
+from lidc.windows import LUNG
 from lidc.workers import Unit, parallel_map, run_units
 
 INDEX_COLUMNS = ["patient_id", "study_uid", "series_uid", "folder", "xml", "slices", "rows",
@@ -126,7 +126,7 @@ def export_png(job):
     for i, path in enumerate(paths):
         target = os.path.join(out, f"{i:04d}.png")
         if not os.path.exists(target):
-            write_png(target, lung_window_u8(read_hu(path)))
+            write_png(target, LUNG.to_u8(read_hu(path)))
             written += 1
     return written
 
