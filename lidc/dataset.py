@@ -1,6 +1,7 @@
 """Train/val/test sets of labelled patches, split by patient, windowed to [0, 1].
 
-The dataset stage's arrays: `x` float32 NHWC in [0, 1] (HU through lidc.windows.TRAINING), `y` one-hot float32 in the label order
+The dataset stage's arrays: `x` float32 NHWC in [0, 1] (HU through lidc.windows.TRAINING),
+`y` one-hot float32 in the label order
 of ARCHITECTURE.md, `label` int, `patient_id` str, `patch_index` int (the row in patches.npy).
 """
 import numpy as np

@@ -11,6 +11,7 @@ import glob
 import json
 import os
 import pickle
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -38,6 +39,8 @@ def atomic_path(path, sync=True):
                                dir=path.parent)
     os.close(fd)
     try:
+        # mkstemp makes the file private (0600); the artifact gets what any new file would.
+        os.chmod(tmp, 0o666 & ~current_umask())
         yield Path(tmp)
         if sync:
             with open(tmp, "rb+") as f:
@@ -48,6 +51,36 @@ def atomic_path(path, sync=True):
             os.unlink(tmp)
         raise
     _remove_abandoned(path)
+
+
+@contextlib.contextmanager
+def atomic_folder(path):
+    """Yields a new empty folder beside `path`; on success it replaces `path` (and whatever was
+    in it) as a whole, so a folder of exports never mixes files of two runs. On an exception the
+    new folder is removed and `path` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", dir=path.parent))
+    os.chmod(staging, 0o777 & ~current_umask())
+    try:
+        yield staging
+        if path.exists():
+            old = staging.with_name(staging.name + ".old")
+            os.replace(path, old)
+            os.replace(staging, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def current_umask():
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _remove_abandoned(path):
@@ -158,7 +191,7 @@ def write_png(path, image):
 
 
 def save_npz(path, **arrays):
-    """Saves arrays to an .npz atomically (uncompressed: the loaders memory-map or read it whole)."""
+    """Saves arrays to an .npz atomically (uncompressed: the loaders read it whole, fast)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
 

@@ -1,6 +1,9 @@
 """Patches given to a trained network from files: an .npy of HU patches, or PNG images.
 
 Each reader returns [N, H, W, 1] float32 in [0, 1], the training input (lidc.windows.TRAINING).
+PNGs are read as the project writes them (crop --png, index --png): 8-bit grey levels of the
+lung window (lidc.windows.LUNG), turned back into HU and then windowed as for training, so a
+patch and its PNG give the network the same input up to the PNG's 8-bit rounding.
 
     for name, images in read_patch_files([Path("patches.npy"), Path("000001.png")]): ...
 """
@@ -8,7 +11,7 @@ import cv2
 import numpy as np
 
 from lidc.errors import LidcError
-from lidc.windows import TRAINING
+from lidc.windows import LUNG, TRAINING
 
 
 def read_npy(path):
@@ -27,6 +30,10 @@ def read_npy(path):
         array = array[None]
     if array.ndim != 3:
         raise LidcError(path, f"shape {array.shape} is not N x H x W patches")
+    if array.dtype.kind not in "iuf":
+        raise LidcError(path, f"holds {array.dtype} values, not HU numbers")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise LidcError(path, "holds values that are not finite numbers (NaN or infinity)")
     windowed = np.issubdtype(array.dtype, np.floating) and array.size and \
         0.0 <= float(array.min()) and float(array.max()) <= 1.0
     x = np.asarray(array, np.float32) if windowed else TRAINING.to_unit(array)
@@ -34,11 +41,14 @@ def read_npy(path):
 
 
 def read_png(path):
-    """[1, H, W, 1] float32 in [0, 1] from an 8-bit grayscale PNG."""
-    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    """[1, H, W, 1] float32 in [0, 1] from an 8-bit grayscale PNG in the lung window."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise LidcError(path, "not a readable PNG image")
-    return (image.astype(np.float32) / 255.0)[None, ..., None]
+    if image.ndim != 2 or image.dtype != np.uint8:
+        raise LidcError(path, f"is not an 8-bit grayscale image (shape {image.shape}, "
+                              f"{image.dtype}); give the PNGs crop --png writes")
+    return TRAINING.to_unit(LUNG.from_u8(image))[None, ..., None]
 
 
 def read_patch_files(paths):

@@ -1,4 +1,5 @@
-"""Tests of the comparison (training.comparison, tools.compare): every (net, size) trained and tested once, finished runs reused."""
+"""Tests of the comparison (training.comparison, tools.compare): every (net, size) trained and
+tested once, finished runs reused."""
 import csv
 import shutil
 

@@ -22,6 +22,7 @@ from pydicom import uid as uids
 from pydicom.encaps import encapsulate
 
 from lidc import reads, series as dicom
+from lidc import manifest
 from lidc.io import read_csv
 from lidc.records import OUTSIDE, SMALL_NODULE, UNMATCHED
 from tests.helpers import lidc_xml, sop_uid, square, write_slice
@@ -586,6 +587,16 @@ def test_a_tampered_annotations_pickle_is_refused_and_nothing_runs(cohort, tmp_p
     marker = tmp_path / "pwned"
     (work / "annotations.pkl").write_bytes(exploit(marker))
     capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(crop.main, common)
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert str(work / "annotations.pkl") in err and "changed since the annotations stage" in err
+    # An attacker who also rewrites the manifest meets the restricted unpickler.
+    index_set = manifest.read(work, "index.manifest.json")
+    with manifest.file_set(work, "annotations.manifest.json", "annotations",
+                           {"index": manifest.digest(index_set)}) as files:
+        files.extend(["annotations.pkl", "annotations.csv"])
     with pytest.raises(SystemExit) as exit_:
         cli.run(crop.main, common)
     assert exit_.value.code == 1

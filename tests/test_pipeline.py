@@ -118,11 +118,17 @@ def test_preprocess_stops_at_the_first_stage_that_cannot_run(tmp_path, capsys):
     assert not (tmp_path / "annotations.pkl").exists()
 
 
-def test_stage_without_its_input_exits_1_with_a_message(tmp_path, capsys):
+def test_stage_without_its_input_exits_1_naming_the_missing_file(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli.run(crop.main, ["--work", str(tmp_path)])
     assert e.value.code == 1
-    assert "run the index and annotations stages first" in capsys.readouterr().err
+    assert f"{tmp_path / 'slices.csv'}: missing: run the index stage first" in \
+        capsys.readouterr().err
+    (tmp_path / "slices.csv").write_text("series_uid\n")
+    with pytest.raises(SystemExit) as e:
+        cli.run(crop.main, ["--work", str(tmp_path)])
+    assert f"{tmp_path / 'annotations.pkl'}: missing: run the annotations stage first" in \
+        capsys.readouterr().err
 
 
 def test_a_stage_is_refused_while_another_run_holds_its_work_folder(cohort, tmp_path, capsys):
@@ -130,7 +136,8 @@ def test_a_stage_is_refused_while_another_run_holds_its_work_folder(cohort, tmp_
     other = tmp_path / "work"
     shutil.copytree(work, other)
     before = (other / "patches" / "patches.npy").stat().st_mtime_ns
-    with lock_held_elsewhere("from lidc.stages import work_lock", f"work_lock({str(other)!r})") as pid:
+    with lock_held_elsewhere("from lidc.stages import work_lock",
+                             f"work_lock({str(other)!r})") as pid:
         with pytest.raises(SystemExit) as e:
             cli.run(crop.main, ["--work", str(other), "--force"])
         assert e.value.code == 1

@@ -32,7 +32,8 @@ def run_until_killed(config, builder, step):
             raise Interrupted()
 
     with pytest.raises(Interrupted):
-        runner.run_training(config, builder=builder, hooks=Hooks(after_step=kill, log=lambda *a: None))
+        runner.run_training(config, builder=builder,
+                            hooks=Hooks(after_step=kill, log=lambda *a: None))
 
 
 @pytest.fixture
@@ -218,7 +219,8 @@ def test_resume_continues_the_step_count_and_ends_with_the_uninterrupted_weights
     options = dict(max_steps=30, eval_every=10, deterministic=True, augment=True)
     write_dataset(tmp_path / "a" / "work")
     write_dataset(tmp_path / "b" / "work")
-    whole = runner.run_training(train_config(tmp_path / "a", **options), builder=tiny_net, hooks=Hooks(log=lambda *a: None))
+    whole = runner.run_training(train_config(tmp_path / "a", **options), builder=tiny_net,
+                                hooks=Hooks(log=lambda *a: None))
     config = train_config(tmp_path / "b", **options)
     run_until_killed(config, tiny_net, 25)
     run_b = RunDir(tmp_path / "b" / "runs" / "tiny")
@@ -226,7 +228,8 @@ def test_resume_continues_the_step_count_and_ends_with_the_uninterrupted_weights
     with pytest.raises(LidcError, match="unfinished run at step 20.*--resume"):
         runner.run_training(config, builder=tiny_net, hooks=Hooks(log=lambda *a: None))
     steps = []
-    resumed = runner.run_training(config, resume=True, builder=tiny_net, hooks=Hooks(after_step=steps.append, log=lambda *a: None))
+    resumed = runner.run_training(config, resume=True, builder=tiny_net,
+                                  hooks=Hooks(after_step=steps.append, log=lambda *a: None))
     assert steps[0] == 21 and resumed["step"] == 30  # continued from the checkpoint at 20
     assert [h["step"] for h in resumed["history"]] == [10, 20, 30]
     a, b = weights(tmp_path / "a" / "runs" / "tiny"), weights(run_b.root)
@@ -245,7 +248,8 @@ def test_a_finished_run_is_refused_without_resume_or_force_and_force_starts_over
     with pytest.raises(LidcError, match="cannot resume with other options.*--lr"):
         runner.run_training({**config, "lr": 0.5}, resume=True, builder=tiny_net)
     steps = []
-    runner.run_training({**config, "max_steps": 20}, force=True, builder=tiny_net, hooks=Hooks(after_step=steps.append, log=lambda *a: None))
+    runner.run_training({**config, "max_steps": 20}, force=True, builder=tiny_net,
+                        hooks=Hooks(after_step=steps.append, log=lambda *a: None))
     assert steps[0] == 1 and steps[-1] == 20
 
 
@@ -307,10 +311,12 @@ def test_resume_with_lenet5_ends_with_the_uninterrupted_weights(tmp_path, determ
     options = dict(net="lenet5", max_steps=12, eval_every=4, deterministic=True, lr=0.001)
     for run in ("a", "b"):
         write_dataset(tmp_path / run / "work", sizes=(24, 6, 6), image=64)
-    runner.run_training(train_config(tmp_path / "a", **options), builder=nets.get("lenet5"), hooks=Hooks(log=lambda *a: None))
+    runner.run_training(train_config(tmp_path / "a", **options), builder=nets.get("lenet5"),
+                        hooks=Hooks(log=lambda *a: None))
     config = train_config(tmp_path / "b", **options)
     run_until_killed(config, nets.get("lenet5"), 10)
-    runner.run_training(config, resume=True, builder=nets.get("lenet5"), hooks=Hooks(log=lambda *a: None))
+    runner.run_training(config, resume=True, builder=nets.get("lenet5"),
+                        hooks=Hooks(log=lambda *a: None))
     a, b = weights(tmp_path / "a" / "runs" / "tiny"), weights(tmp_path / "b" / "runs" / "tiny")
     assert a.keys() == b.keys()
     for name in a:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from lidc import manifest
 from lidc.io import save_npz
 
 v1 = tf.compat.v1
@@ -68,11 +69,14 @@ def blobs(n, size=16, seed=0):
 def write_dataset(work, sizes=(60, 30, 30), image=16, seed=0):
     """Writes WORK/dataset/{train,val,test}.npz of blobs, as the dataset stage would."""
     work = Path(work)
-    for k, (split, n) in enumerate(zip(("train", "val", "test"), sizes)):
-        x, label = blobs(n, image, seed + k)
-        save_npz(work / "dataset" / f"{split}.npz", x=x, y=np.eye(3, dtype=np.float32)[label],
-                 label=label, patient_id=np.array([f"P{i // 3:04d}" for i in range(n)]),
-                 patch_index=np.arange(n, dtype=np.int64))
+    with manifest.file_set(work / "dataset", "manifest.json", "dataset") as files:
+        for k, (split, n) in enumerate(zip(("train", "val", "test"), sizes)):
+            x, label = blobs(n, image, seed + k)
+            save_npz(work / "dataset" / f"{split}.npz", x=x,
+                     y=np.eye(3, dtype=np.float32)[label], label=label,
+                     patient_id=np.array([f"P{i // 3:04d}" for i in range(n)]),
+                     patch_index=np.arange(n, dtype=np.int64))
+            files.append(f"{split}.npz")
     return work
 
 

@@ -24,7 +24,8 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    return cli.run_stage(args.work, lambda: annotations.run(args.work, args.workers, args.force, args.xml))
+    return cli.run_stage(args.work, lambda: annotations.run(args.work, args.workers, args.force,
+                                                            args.xml))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ Exit codes (ARCHITECTURE.md): 0 the work was done (skipped inputs are reported, 
 2 a usage error (argparse), 1 the command could not run at all.
 """
 import argparse
+import errno
+import math
 import sys
 from pathlib import Path
 
@@ -14,8 +16,72 @@ DEFAULT_ROOT = Path("data/LIDC-IDRI")
 DEFAULT_WORK = Path("data/work")
 DEFAULT_RUNS = Path("runs")
 
-__all__ = ["parser", "add_training_options", "typed_options", "run", "summary", "run_stage", "print_result",
-           "progress"]
+__all__ = ["parser", "number", "run_name", "patch_size", "comma_list", "add_training_options",
+           "typed_options", "run", "summary", "run_stage", "print_result", "progress"]
+
+
+def number(kind, low=None, high=None, low_open=False, high_open=False):
+    """An argparse type: a finite `kind` (int or float) within [low, high] (an end left open
+    with low_open/high_open, unbounded where None). A value outside exits 2 naming the option
+    and the range."""
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {_a(kind)}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if (low is not None and (value < low or (low_open and value == low))) or \
+                (high is not None and (value > high or (high_open and value == high))):
+            raise argparse.ArgumentTypeError(f"must be {_range(low, high, low_open, high_open)}, "
+                                             f"not {text}")
+        return value
+    convert.__name__ = kind.__name__
+    return convert
+
+
+def _a(kind):
+    return "an integer" if kind is int else "a number"
+
+
+def _range(low, high, low_open, high_open):
+    if high is None:
+        return f"{'over' if low_open else 'at least'} {low}"
+    if low is None:
+        return f"{'under' if high_open else 'at most'} {high}"
+    return f"{'over' if low_open else 'at least'} {low} and " \
+           f"{'under' if high_open else 'at most'} {high}"
+
+
+def run_name(text):
+    """An argparse type: a run's name, one plain path component (see training.rundir)."""
+    from training.rundir import name_problem
+
+    problem = name_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def patch_size(text):
+    """An argparse type: an even number of pixels, at least 8 (a patch is centred on a pixel)."""
+    value = number(int, 8)(text)
+    if value % 2:
+        raise argparse.ArgumentTypeError(f"must be even, not {value}")
+    return value
+
+
+def comma_list(kind=str, low=None):
+    """An argparse type: a comma-separated list of `kind` (each at least `low` for numbers)."""
+    item = number(kind, low) if kind in (int, float) else kind
+
+    def convert(text):
+        items = [item(part.strip()) for part in text.split(",") if part.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError("an empty list")
+        return items
+    convert.__name__ = "list"
+    return convert
 
 
 def _common(p, name):
@@ -26,9 +92,10 @@ def _common(p, name):
                                        help="where the stages read and write their artifacts"),
         "runs": lambda: p.add_argument("--runs", type=Path, default=DEFAULT_RUNS,
                                        help="where training runs live, one folder per --name"),
-        "workers": lambda: p.add_argument("--workers", type=int, default=default_workers(),
+        "workers": lambda: p.add_argument("--workers", type=number(int, 1),
+                                          default=default_workers(),
                                           help="parallel processes, one per core unless given"),
-        "seed": lambda: p.add_argument("--seed", type=int, default=0,
+        "seed": lambda: p.add_argument("--seed", type=number(int, 0), default=0,
                                        help="fixes every random choice"),
         "force": lambda: p.add_argument("--force", action="store_true",
                                         help="redo finished work instead of skipping it"),
@@ -39,24 +106,32 @@ def _common(p, name):
 def parser(description, *options):
     """An ArgumentParser with the named common options ('root', 'work', 'runs', 'workers',
     'seed', 'force'), each with the name, meaning and default of the command-line contract."""
-    p = argparse.ArgumentParser(description=description,
+    # No abbreviations: "--max" must not silently mean --max-steps or --max-train.
+    p = argparse.ArgumentParser(description=description, allow_abbrev=False,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for name in options:
         _common(p, name)
     return p
 
 
-def add_training_options(p):
-    """The options that shape a training run (training.options), as a group of `p`."""
+def add_training_options(p, leave_out=()):
+    """The options that shape a training run (training.options), as a group of `p`; those
+    named in `leave_out` are not offered (a command that sets them itself)."""
     from training.options import OPTIONS
 
     group = p.add_argument_group("training")
     for option in OPTIONS:
+        if option.name in leave_out:
+            continue
         if option.type is bool:
             group.add_argument(option.flag, action="store_true", help=option.help)
+        elif option.type is str:
+            group.add_argument(option.flag, default=option.default, choices=option.choices,
+                               help=option.help)
         else:
-            group.add_argument(option.flag, type=option.type, default=option.default,
-                               choices=option.choices, help=option.help)
+            low, high = option.bounds
+            group.add_argument(option.flag, default=option.default, help=option.help,
+                               type=number(option.type, low, high, *option.open_ends))
     return group
 
 
@@ -76,6 +151,12 @@ def run(main, argv=None):
         code = main(argv)
     except LidcError as e:
         print(f"error: {e}", file=sys.stderr)
+        code = 1
+    except OSError as e:  # the file system refused: no space, no permission, read-only
+        where = f"{e.filename}: " if e.filename else ""
+        advice = "; free space and run the command again (finished work is kept)" \
+            if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+        print(f"error: {where}{e.strerror or e}{advice}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; run the command again to resume",

@@ -11,22 +11,16 @@ again (an interrupted one is resumed); --force retrains them all.
 from tools import cli
 
 
-def comma_list(text, kind=str):
-    """The items of a comma-separated option, converted by `kind`."""
-    items = [kind(item) for item in text.split(",") if item.strip()]
-    if not items:
-        raise ValueError("empty list")
-    return items
-
-
 def build_parser():
     p = cli.parser(__doc__.split("\n")[0], "work", "runs", "seed", "force")
-    p.add_argument("--nets", type=comma_list, default=["lenet5", "vgg16", "resnet50"],
+    p.add_argument("--nets", type=cli.comma_list(), default=["lenet5", "vgg16", "resnet50"],
                    help="comma-separated networks")
-    p.add_argument("--sizes", type=lambda s: comma_list(s, int), default=[100, 200, 400],
+    p.add_argument("--sizes", type=cli.comma_list(int, 1), default=[100, 200, 400],
                    help="comma-separated training-set sizes (patches)")
-    p.add_argument("--prefix", default="compare", help="run names are PREFIX-NET-nSIZE")
-    cli.add_training_options(p)
+    p.add_argument("--prefix", type=cli.run_name, default="compare",
+                   help="run names are PREFIX-NET-nSIZE")
+    # Each run's training-set size is one of --sizes: a --train-size would mean nothing here.
+    cli.add_training_options(p, leave_out=("train_size",))
     return p
 
 

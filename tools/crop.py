@@ -13,7 +13,7 @@ from tools import cli
 
 def build_parser():
     p = cli.parser(__doc__.split("\n\n")[0], "work", "workers", "force")
-    p.add_argument("--size", type=int, default=64, help="patch side in pixels")
+    p.add_argument("--size", type=cli.patch_size, default=64, help="patch side in pixels")
     p.add_argument("--png", action="store_true",
                    help="also write each patch as an 8-bit lung-window PNG under "
                         "WORK/patches/png/ (named by patch index; labels are in patches.csv)")
@@ -22,7 +22,8 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    return cli.run_stage(args.work, lambda: crop.run(args.work, args.size, args.workers, args.force, args.png))
+    return cli.run_stage(args.work, lambda: crop.run(args.work, args.size, args.workers,
+                                                     args.force, args.png))
 
 
 if __name__ == "__main__":

@@ -16,11 +16,11 @@ def build_parser():
     p = cli.parser(__doc__.split("\n\n")[0], "work", "seed")
     p.add_argument("--split", choices=["patient", "random"], default="patient",
                    help="patient: no patient on two sides; random: the paper's per-crop split")
-    p.add_argument("--test-share", type=float, default=0.3,
+    p.add_argument("--test-share", type=cli.number(float, 0, 1, True, True), default=0.3,
                    help="share of all patches in test (the paper's 70/30)")
-    p.add_argument("--val-share", type=float, default=0.15,
+    p.add_argument("--val-share", type=cli.number(float, 0, 1, True, True), default=0.15,
                    help="share of the training side carved out for validation")
-    p.add_argument("--max-train", type=int, metavar="N",
+    p.add_argument("--max-train", type=cli.number(int, 1), metavar="N",
                    help="keep a stratified subset of N training patches (comparison by size)")
     p.add_argument("--balance", choices=["none", "undersample"], default="none",
                    help="undersample: equalise the classes in train (val and test untouched)")

@@ -11,8 +11,9 @@ from tools import cli
 
 def build_parser():
     p = cli.parser(__doc__.split("\n")[0], "work", "runs")
-    p.add_argument("--name", required=True, help="the run folder under --runs")
-    p.add_argument("--batch-size", type=int, default=256, help="patches per inference batch")
+    p.add_argument("--name", type=cli.run_name, required=True, help="the run folder under --runs")
+    p.add_argument("--batch-size", type=cli.number(int, 1), default=256,
+                   help="patches per inference batch")
     return p
 
 

@@ -21,7 +21,8 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    return cli.run_stage(args.work, lambda: index.run(args.root, args.work, args.workers, args.force, args.png))
+    return cli.run_stage(args.work, lambda: index.run(args.root, args.work, args.workers,
+                                                      args.force, args.png))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@
   python -m tools.predict --name demo patch_0001.png patch_0002.png
 
 Inputs: an .npy of int16 HU patches (N x 64 x 64, as the crop stage writes them), windowed with
-the training window (lidc.windows.TRAINING); or PNG files (8-bit grayscale, already
-windowed, scaled by 1/255). Uses the run's saved_model/ export, else its best checkpoint.
+the training window (lidc.windows.TRAINING); or PNG files as crop --png writes them (8-bit
+lung window, turned back into HU first). Uses the run's saved_model/ export, else its best
+checkpoint.
 """
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from tools import cli
 
 def build_parser():
     p = cli.parser(__doc__.split("\n")[0], "runs")
-    p.add_argument("--name", required=True, help="the run folder under --runs")
+    p.add_argument("--name", type=cli.run_name, required=True, help="the run folder under --runs")
     p.add_argument("patches", nargs="+", type=Path, help=".npy files of HU patches or PNG files")
     return p
 

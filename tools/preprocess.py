@@ -15,7 +15,8 @@ from tools import cli
 
 def build_parser():
     p = cli.parser(__doc__.split("\n\n")[0], "root", "work", "workers", "force")
-    p.add_argument("--size", type=int, default=64, help="patch side in pixels (crop)")
+    p.add_argument("--size", type=cli.patch_size, default=64,
+                   help="patch side in pixels (crop)")
     return p
 
 

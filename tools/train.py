@@ -17,7 +17,8 @@ def build_parser():
     p = cli.parser(__doc__.split("\n")[0], "work", "runs", "seed", "force")
     p.add_argument("--net", help="the network: lenet5, vgg16, resnet50, resnet101, resnet152, "
                                  "alexnet (required unless --resume)")
-    p.add_argument("--name", help="the run folder under --runs; the net's name when not given")
+    p.add_argument("--name", type=cli.run_name,
+                   help="the run folder under --runs; the net's name when not given")
     p.add_argument("--resume", action="store_true",
                    help="continue the run from its latest checkpoint; options given now "
                         "override the stop rule of the saved config")
@@ -47,8 +48,8 @@ def main(argv=None):
     config = config_from(args, argv)
     if not config["net"]:
         p.error("--net is required (unless --resume finds the run's saved config)")
-    if config["eval_every"] < 1 or config["max_steps"] < 1 or config["batch_size"] < 1:
-        p.error("--eval-every, --max-steps and --batch-size must be at least 1")
+    if args.resume and args.force:
+        p.error("--resume continues a run and --force starts it over: give one of them")
     if importlib.util.find_spec("tensorboard") is None:
         print("note: TensorBoard is not installed (pip install tensorboard) to view the "
               "summaries; training goes on")

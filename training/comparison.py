@@ -15,7 +15,7 @@ from training import data, plots
 from training.evaluation import evaluate_run
 from training.loop import Hooks
 from training.options import COMPARED
-from training.rundir import RunDir
+from training.rundir import run_folder
 from training.runner import display_name, run_training
 
 COLUMNS = ("net", "size", "steps", "test_accuracy", "macro_f1", "macro_auc", "run", "seconds")
@@ -73,8 +73,9 @@ def run_comparison(options, grid, hooks=Hooks()):
 def _compared_run(options, grid, net, size, hooks, say):
     """Trains (or reuses) and evaluates one run of the grid; returns its compare.csv row."""
     name = grid.run_name(net, size)
-    config = {**options, "net": net, "name": name, "train_size": size}
-    run_dir = RunDir(options["runs"] / name)
+    config = {**options, "net": net, "name": name, "train_size": size,
+              "dataset": data.dataset_digest(options["work"] / "dataset")}
+    run_dir = run_folder(options["runs"], name)
     finished = not grid.force and run_dir.finished()
     if finished:
         run_dir.check_options(config, COMPARED, "was trained with other options",

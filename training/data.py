@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from lidc import manifest
 from lidc.dataset import stratified_indices
 from lidc.errors import LidcError
+from lidc.stages.dataset import MANIFEST as DATASET_MANIFEST
 
 class Split:
     """One split's arrays: x (images), y (one-hot), label (int classes), and where it came from."""
@@ -37,6 +39,7 @@ def load(dataset_dir, split):
     path = Path(dataset_dir) / f"{split}.npz"
     if not path.is_file():
         raise LidcError(path, "missing; run the dataset stage first (python -m tools.dataset)")
+    manifest.check(dataset_dir, DATASET_MANIFEST, [path.name], "dataset")
     try:
         with np.load(path, allow_pickle=False) as arrays:
             x = np.asarray(arrays["x"], np.float32)
@@ -51,7 +54,17 @@ def load(dataset_dir, split):
                               "their one-hot labels")
     if len(x) == 0:
         raise LidcError(path, "holds no patches")
+    if not np.isfinite(x).all():
+        raise LidcError(path, "holds values that are not finite numbers; run the dataset stage "
+                              "again")
     return Split(x, y, label, path)
+
+
+def dataset_digest(dataset_dir):
+    """The digest of the dataset stage's set of files (lidc.manifest): a run records it, so
+    that a run is never resumed or reused on another dataset."""
+    content = manifest.read(dataset_dir, DATASET_MANIFEST)
+    return manifest.digest(content) if content is not None else None
 
 
 def stratified_subset(split, size, seed):

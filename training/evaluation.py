@@ -9,7 +9,7 @@ from lidc.io import write_json
 from lidc.records import CLASS_NAMES
 from training import data, metrics, plots
 from training.model import Predictor
-from training.rundir import RunDir, locked
+from training.rundir import locked, run_folder
 
 
 def class_names(num_classes):
@@ -28,7 +28,7 @@ def evaluate_run(runs, name, work, batch_size=256, log=print):
     Raises:
       LidcError: no such run, no checkpoint, no test set, or the run is in use.
     """
-    run_dir = RunDir(runs / name)
+    run_dir = run_folder(runs, name)
     if not run_dir.root.is_dir():
         raise LidcError(run_dir.root, "no such run; train it first (python -m tools.train)")
     test = data.load(work / "dataset", "test")

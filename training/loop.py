@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from lidc.errors import LidcError
 from lidc.io import write_json
 from training import batches, model as model_lib, rules
 from training.options import DEFAULTS, KEEP_CHECKPOINTS
@@ -143,6 +144,11 @@ class Trainer:
         self.device = device
         self.state = self._start()
         reason = self._last_reason()
+        if reason is not None and self.run_dir.finished() and self.run_dir.saved_model.is_dir():
+            metrics = self.run_dir.read_metrics()
+            self.hooks.log(f"{self.run_dir.root}: finished earlier ({metrics['status']}); "
+                           "nothing more to train")
+            return metrics
         if reason is None:
             writers = self._open_writers()
             bar = self._bar()
@@ -248,6 +254,8 @@ class Trainer:
                 {model.images: x, model.labels: y, model.is_training: True,
                  model.learning_rate: self._learning_rate(state.step)})
             state.step += 1
+            if not math.isfinite(loss):
+                self._diverged(f"the training loss became {loss} at step {state.step}")
             losses.append(float(loss))
             accuracies.append(float(accuracy))
             images += len(x)
@@ -268,6 +276,8 @@ class Trainer:
         model, val = self.model, datasets.val
         losses, correct = model_lib.run_in_batches(
             self.session, [model.losses, model.correct], {model.images: val.x, model.labels: val.y})
+        if not np.isfinite(losses).all():
+            self._diverged(f"the validation loss is not finite at step {self.state.step}")
         per_epoch = batches.steps_per_epoch(len(datasets.train.x), self.config["batch_size"])
         return {
             "step": self.state.step,
@@ -280,6 +290,15 @@ class Trainer:
             "images_per_second": interval["images_per_second"],
             "seconds": self.state.seconds + interval["seconds"],
         }
+
+    def _diverged(self, what):
+        """Stops a run whose numbers stopped being finite: records it, keeps the last good
+        checkpoint, and raises a LidcError saying what to do."""
+        self._write_metrics(status=f"failed: {what}")
+        last = self.state.history[-1]["step"] if self.state.history else None
+        kept = f"the checkpoint of step {last} is kept" if last else "no checkpoint was saved"
+        raise LidcError(self.run_dir.root, f"{what}; {kept}. Lower --lr (or check the "
+                                           "dataset) and start over with --force")
 
     def _write_metrics(self, status, reason=None):
         state = self.state

@@ -23,6 +23,8 @@ class Option:
     choices: tuple = None
     identity: bool = False
     compared: bool = False
+    bounds: tuple = (None, None)
+    open_ends: tuple = (False, False)
 
     @property
     def flag(self):
@@ -33,34 +35,38 @@ class Option:
 SCHEDULES = ("constant", "exponential", "cosine")
 
 OPTIONS = (
-    Option("batch_size", 16, "patches per step (paper: 16)", int, identity=True),
-    Option("lr", 0.001, "Adam's learning rate (paper: 0.001)", float, identity=True),
+    Option("batch_size", 16, "patches per step (paper: 16)", int, identity=True,
+           bounds=(1, None)),
+    Option("lr", 0.001, "Adam's learning rate (paper: 0.001)", float, identity=True,
+           bounds=(0, None), open_ends=(True, False)),
     Option("lr_schedule", "constant", "constant; exponential: lr * lr_decay ** (step / "
            "lr_decay_steps); cosine: annealed to 0 at --max-steps", str, SCHEDULES,
            identity=True),
-    Option("lr_decay", 0.96, "rate of the exponential schedule", float, identity=True),
+    Option("lr_decay", 0.96, "rate of the exponential schedule", float, identity=True,
+           bounds=(0, 1), open_ends=(True, False)),
     Option("lr_decay_steps", 1000, "steps per --lr-decay of the exponential schedule", int,
-           identity=True),
+           identity=True, bounds=(1, None)),
     Option("min_steps", 5000, "the accuracy threshold applies only past this step (paper: 5000)",
-           int, compared=True),
+           int, compared=True, bounds=(0, None)),
     Option("stop_accuracy", 0.90, "stop once validation accuracy is over this (paper: 0.90)",
-           float, compared=True),
-    Option("max_steps", 20000, "stop here in any case", int, compared=True),
+           float, compared=True, bounds=(0, 1)),
+    Option("max_steps", 20000, "stop here in any case", int, compared=True, bounds=(1, None)),
     Option("eval_every", 100, "steps between validation evaluations (and checkpoints)", int,
-           compared=True),
+           compared=True, bounds=(1, None)),
     Option("patience", 0, "stop after this many evaluations without a lower validation loss "
-           "(0: off)", int, compared=True),
+           "(0: off)", int, compared=True, bounds=(0, None)),
     Option("augment", False, "random rotations by multiples of 90 degrees and flips", bool,
            identity=True),
     Option("train_size", None, "train on a stratified subset of this many patches; none: all",
-           int, identity=True),
+           int, identity=True, bounds=(1, None)),
     Option("deterministic", False, "turn on TensorFlow's op determinism: the same seed gives the "
            "same weights (slower on a GPU)", bool),
 )
 
 DEFAULTS = {o.name: o.default for o in OPTIONS}
-# Options outside the table that a run's identity also depends on.
-IDENTITY = ("net", *(o.name for o in OPTIONS if o.identity), "seed")
+# Options outside the table that a run's identity also depends on; "dataset" is the digest of the
+# dataset stage's files the run trains on (training.data.dataset_digest).
+IDENTITY = ("net", *(o.name for o in OPTIONS if o.identity), "seed", "dataset")
 COMPARED = IDENTITY + tuple(o.name for o in OPTIONS if o.compared)
 # How many of the latest checkpoints a run keeps.
 KEEP_CHECKPOINTS = 2

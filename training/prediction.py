@@ -8,7 +8,7 @@ from lidc.errors import LidcError
 from lidc.patch_files import read_patch_files
 from training.evaluation import class_names
 from training.model import Predictor
-from training.rundir import RunDir
+from training.rundir import run_folder
 from training.runner import display_name
 
 
@@ -33,7 +33,7 @@ def predict_files(runs, name, paths, log=print):
     Raises:
       LidcError: no such run, an unreadable file, or patches of another size than the network's.
     """
-    run_dir = RunDir(runs / name)
+    run_dir = run_folder(runs, name)
     if not run_dir.root.is_dir():
         raise LidcError(run_dir.root, "no such run; train it first (python -m tools.train)")
     config = run_dir.read_config() if run_dir.config.is_file() else {}
@@ -47,6 +47,10 @@ def predict_files(runs, name, paths, log=print):
                 raise LidcError(path, f"patches are {images.shape[1]}x{images.shape[2]}; "
                                       f"the network takes {expected[0]}x{expected[1]}")
             probabilities = predictor.predict(images)
+            if not np.isfinite(probabilities).all():
+                raise LidcError(run_dir.root, "the model gives probabilities that are not "
+                                              "finite numbers (its weights are; was its training "
+                                              "diverging?); retrain it")
             for i, p in enumerate(probabilities):
                 log(sentence(f"{label} {i}" if label.endswith("patch") else label, net_name, p))
             results.append(probabilities)

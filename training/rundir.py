@@ -23,11 +23,31 @@ from lidc.errors import LidcError
 from lidc.io import exclusive, write_json
 
 
+# What a run writes in its folder: `clear` removes these (and their hidden temporaries) only.
+RUN_ENTRIES = ("config.json", "metrics.json", "ckpt", "best", "train", "val", "saved_model",
+               "eval", "report.html")
+
+
+def name_problem(name):
+    """Why `name` cannot name a run folder (None when it can): a run name is one plain path
+    component, so that a run never reaches outside RUNS and --force never clears another."""
+    if not name or name.strip() != name:
+        return "a run name must not be empty or begin or end with a space"
+    if name in (".", "..") or name.startswith("."):
+        return f"a run name must not begin with a dot: {name!r}"
+    if "/" in name or "\\" in name or "\0" in name or any(ord(c) < 32 for c in name):
+        return f"a run name is one folder name, without slashes or control characters: {name!r}"
+    return None
+
+
 class RunDir:
     """The paths of one run folder (nothing is created by constructing it)."""
 
     def __init__(self, root):
         self.root = Path(root)
+        problem = name_problem(self.root.name)
+        if problem:
+            raise LidcError(self.root, problem)
         self.lock = self.root / ".lock"
         self.config = self.root / "config.json"
         self.metrics = self.root / "metrics.json"
@@ -47,8 +67,8 @@ class RunDir:
         return _read_json(self.metrics)
 
     def started(self):
-        """True when a run has written anything here besides the lock."""
-        return self.root.is_dir() and any(p.name != ".lock" for p in self.root.iterdir())
+        """True when a run has written any of its files here."""
+        return any((self.root / name).exists() for name in RUN_ENTRIES)
 
     def finished(self):
         """True when the run stopped by its rule and wrote its status."""
@@ -64,14 +84,20 @@ class RunDir:
         return f"holds an unfinished run at step {metrics.get('step')}"
 
     def clear(self):
-        """Removes everything in the run folder but its lock (which the caller holds)."""
+        """Removes what a run wrote here (RUN_ENTRIES and their hidden temporaries), nothing
+        else; returns the names of the other entries, which are left in place."""
+        kept = []
         for path in self.root.iterdir():
-            if path.name == ".lock":
-                continue
-            if path.is_dir() and not path.is_symlink():
+            ours = path.name in RUN_ENTRIES or any(path.name.startswith(f".{name}.")
+                                                    for name in RUN_ENTRIES)
+            if not ours:
+                if path.name != ".lock":
+                    kept.append(path.name)
+            elif path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
             else:
                 path.unlink()
+        return sorted(kept)
 
     def prepare(self, config, keys, resume=False, force=False, log=print):
         """Makes the folder ready for training `config` and writes its config.json: cleared with
@@ -83,7 +109,9 @@ class RunDir:
         """
         if self.started():
             if force:
-                self.clear()
+                kept = self.clear()
+                if kept:
+                    log(f"{self.root}: kept what the run did not write: {', '.join(kept)}")
             elif resume:
                 self.check_options(config, keys, "cannot resume with other options",
                                    "use --force to start over or another --name")
@@ -116,9 +144,25 @@ class RunDir:
         raise LidcError(self.root, "has no checkpoint; train it first (python -m tools.train)")
 
 
+def run_folder(runs, name):
+    """The RunDir of run `name` under RUNS.
+
+    Raises:
+      LidcError: `name` is not one plain folder name (see name_problem).
+    """
+    problem = name_problem(name)
+    if problem:
+        raise LidcError(runs, problem)
+    return RunDir(Path(runs) / name)
+
+
 def changed_options(saved, config, keys):
-    """'--k a -> b' for each of `keys` whose value in `config` differs from `saved`'s."""
-    return [f"--{k.replace('_', '-')} {saved.get(k)} -> {config.get(k)}"
+    """'--k a -> b' for each of `keys` whose value in `config` differs from `saved`'s (the
+    dataset's digest as 'the dataset a -> b')."""
+    def label(key):
+        return "the dataset" if key == "dataset" else "--" + key.replace("_", "-")
+
+    return [f"{label(k)} {saved.get(k)} -> {config.get(k)}"
             for k in keys if saved.get(k) != config.get(k)]
 
 

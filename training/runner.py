@@ -1,8 +1,8 @@
 """One training run from the dataset stage's files to a finished run folder: what `tools.train`
 and `tools.compare` call.
 
-    metrics = run_training({**DEFAULTS, "net": "resnet50", "name": "demo", "work": Path("data/work"),
-                            "runs": Path("runs"), "seed": 0}, resume=True)
+    metrics = run_training({**DEFAULTS, "net": "resnet50", "name": "demo", "seed": 0,
+                            "work": Path("data/work"), "runs": Path("runs")}, resume=True)
 """
 import nets
 import tensorflow as tf
@@ -11,7 +11,7 @@ from lidc.errors import LidcError
 from training import data, loop, model
 from training.loop import Datasets, Hooks
 from training.options import identity
-from training.rundir import RunDir, locked
+from training.rundir import locked, run_folder
 
 
 def resolve_net(name):
@@ -51,8 +51,9 @@ def run_training(config, resume=False, force=False, builder=None, hooks=Hooks())
     if config.get("train_size"):
         train_set = data.stratified_subset(train_set, config["train_size"], config["seed"])
     builder = builder or resolve_net(config["net"])
-    config = {**config, "train_rows": len(train_set), "val_rows": len(val_set)}
-    with locked(RunDir(config["runs"] / config["name"])) as run_dir:
+    config = {**config, "train_rows": len(train_set), "val_rows": len(val_set),
+              "dataset": data.dataset_digest(dataset_dir)}
+    with locked(run_folder(config["runs"], config["name"])) as run_dir:
         run_dir.prepare(config, identity(config), resume, force, hooks.log)
         if config.get("deterministic"):
             tf.config.experimental.enable_op_determinism()

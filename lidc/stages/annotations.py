@@ -12,15 +12,19 @@ are read and grouped but not placed: slice indices stay empty.
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
+from lidc import manifest
 from lidc.errors import LidcError
 from lidc.io import read_csv, save_pickle, write_csv
 from lidc.lesions import TYPICAL_SPACING_MM, TYPICAL_THICKNESS_MM, cluster, match_slices
 from lidc.reads import header_uids, parse_read
 from lidc.records import CLASS_NAMES
 from lidc.resume import Parts, file_stat, fingerprint
-from lidc.stages import StageResult, write_skipped
+from lidc.stages import StageResult, index, write_skipped
 from lidc.workers import Unit, parallel_map, run_units
 
+# annotations.pkl (what crop reads) and annotations.csv are committed as one set, which records
+# the index it was placed on (lidc.manifest).
+MANIFEST = "annotations.manifest.json"
 CSV_COLUMNS = ["mark_id", "patient_id", "series_uid", "reader", "radiologist_id", "label",
                "nodule_id", "slice_index", "z", "sop_uid", "row", "col", "row_min", "col_min",
                "row_max", "col_max", "points", "lesion_id", "lesion_readers", "malignancy",
@@ -73,7 +77,7 @@ def read_series(series):
 def index_units(work):
     """A Unit per indexed series with XML, carrying its slice table; and the series skipped."""
     index_path, slices_path = work / "index.csv", work / "slices.csv"
-    if not index_path.exists() or not slices_path.exists():
+    if not index_path.exists():
         raise LidcError(index_path, "no index here: run the index stage first "
                                     "(tools/index.sh), or use --xml DIR")
     by_series = defaultdict(list)
@@ -210,15 +214,20 @@ def run(work, workers=1, force=False, xml_dir=None):
     """
     if xml_dir:
         units, skipped = xml_units(xml_dir, workers)
+        inputs = {}
     else:
+        index_set = manifest.check(work, index.MANIFEST, ["index.csv", "slices.csv"], "index")
         units, skipped = index_units(work)
+        inputs = {"index": manifest.digest(index_set)}
     parts = Parts(work, "annotations-xml" if xml_dir else "annotations", force=force)
     reused, done, failed = run_units(parts, units, read_series, workers, cost=_xml_bytes)
     marks, unit_skipped, sessions = assemble(parts, units)
     skipped = skipped + failed + unit_skipped
-    save_pickle(work / "annotations.pkl",
-                {"source": str(xml_dir) if xml_dir else "index", "marks": marks})
-    write_csv(work / "annotations.csv", csv_rows(marks), CSV_COLUMNS)
+    with manifest.file_set(work, MANIFEST, "annotations", inputs) as files:
+        save_pickle(work / "annotations.pkl",
+                    {"source": str(xml_dir) if xml_dir else "index", "marks": marks})
+        write_csv(work / "annotations.csv", csv_rows(marks), CSV_COLUMNS)
+        files.extend(["annotations.pkl", "annotations.csv"])
     counts = {"series read": done, "series reused from an earlier run": reused,
               **mark_counts(marks, sessions, placed=not xml_dir)}
     return StageResult(f"annotations: {work / 'annotations.pkl'}, {work / 'annotations.csv'}",

@@ -13,16 +13,19 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from lidc import manifest
 from lidc.errors import LidcError
-from lidc.io import atomic_path, load_pickle, read_csv, write_csv, write_png
+from lidc.io import atomic_folder, atomic_path, load_pickle, read_csv, write_csv, write_png
 from lidc.patches import crop
 from lidc.records import CLASS_NAMES, PatchOrigin
 from lidc.resume import Parts, file_stat, fingerprint
 from lidc.series import read_stored
-from lidc.stages import StageResult, write_skipped
+from lidc.stages import StageResult, annotations, index, write_skipped
 from lidc.windows import LUNG
 from lidc.workers import Unit, progress, run_units, stored_results
 
+# patches.npy and patches.csv (its rows, in order) are committed as one set (lidc.manifest).
+MANIFEST = "manifest.json"
 PATCH_COLUMNS = ["patch_index", "mark_id", "patient_id", "series_uid", "slice_index", "row",
                  "col", "label", "lesion_id", "reader"]
 
@@ -42,15 +45,15 @@ def crop_series(job):
     for origin in job.origins:
         by_slice[origin.slice_index].append(origin)
     patches, rows, skipped = [], [], []
-    for index in sorted(by_slice):
-        path = job.paths[index]
+    for slice_index in sorted(by_slice):
+        path = job.paths[slice_index]
         try:
             pixels = read_stored(path)
         except LidcError as e:
             skipped.extend((e.path, f"{e.reason}; mark {o.mark_id} loses this slice")
-                           for o in by_slice[index])
+                           for o in by_slice[slice_index])
             continue
-        for origin in by_slice[index]:
+        for origin in by_slice[slice_index]:
             # Only the pixels under the patch become HU, not the whole slice: converting a
             # whole slice costs as much again as decoding it.
             patches.append(crop(pixels.pixels, (origin.row, origin.col), job.size,
@@ -60,11 +63,31 @@ def crop_series(job):
     return {"patches": stack, "rows": rows, "skipped": skipped}
 
 
+def check_inputs(work):
+    """Checks that annotations.pkl and slices.csv exist, are complete sets, and that the
+    annotations were placed on the current index; returns the annotations set's digest.
+
+    Raises:
+      LidcError: naming the missing or stale file and the stage to run.
+    """
+    for path, stage in ((work / "slices.csv", "index"), (work / "annotations.pkl", "annotations")):
+        if not path.exists():
+            raise LidcError(path, f"missing: run the {stage} stage first")
+    index_set = manifest.check(work, index.MANIFEST, ["slices.csv"], "index")
+    annotations_set = manifest.check(work, annotations.MANIFEST, ["annotations.pkl"],
+                                     "annotations")
+    if annotations_set["inputs"].get("index") is None:
+        raise LidcError(work / "annotations.pkl", "these annotations come from the XML-only "
+                                                  "archive: there are no images to crop (run "
+                                                  "annotations without --xml)")
+    manifest.check_inputs(annotations_set, work / "annotations.pkl",
+                          {"index": manifest.digest(index_set)}, "annotations")
+    return manifest.digest(annotations_set)
+
+
 def series_units(work, size):
     """A Unit per series with placeable regions; and the regions not placed, as skipped."""
     pkl, slices_csv = work / "annotations.pkl", work / "slices.csv"
-    if not pkl.exists() or not slices_csv.exists():
-        raise LidcError(pkl, "no annotations here: run the index and annotations stages first")
     data = load_pickle(pkl)
     if data.get("source") != "index":
         raise LidcError(pkl, "these annotations come from the XML-only archive: there are no "
@@ -98,8 +121,7 @@ def assemble(parts, units, out, size):
     total = sum(len(r["rows"]) for r in stored_results(parts, units))
     rows, skipped = [], []
     with atomic_path(out / "patches.npy") as tmp:
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int16,
-                                          shape=(total, size, size))
+        array = _allocated_npy(tmp, (total, size, size))
         start = 0
         for result in stored_results(parts, units):
             n = len(result["rows"])
@@ -114,13 +136,39 @@ def assemble(parts, units, out, size):
     return rows, skipped
 
 
-def export_png(out, rows):
-    """Writes each patch as an 8-bit lung-window PNG under OUT/png/, named by patch index."""
+def _allocated_npy(path, shape):
+    """An int16 .npy memory map of `shape` at `path` whose blocks are allocated on the disk
+    first: a full disk then fails here with a message, not later with SIGBUS in the copy."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.int16, shape=shape)
+    try:
+        with open(path, "rb+") as f:
+            os.posix_fallocate(f.fileno(), 0, os.path.getsize(path))
+    except OSError as e:
+        del array
+        raise LidcError(path.parent, f"cannot allocate {os.path.getsize(path):,} bytes for "
+                                     f"patches.npy ({e.strerror}); free space and run crop "
+                                     "again") from None
+    return array
+
+
+def export_png(out, rows, force=False):
+    """Writes each patch as an 8-bit lung-window PNG under OUT/png/, named by patch index.
+
+    The folder is rebuilt as a whole whenever the patches changed (or with `force`), so it never
+    holds images of an earlier crop; it records the patch set it shows in OUT/png/.made-from.
+    Returns how many PNGs were written (0 when the folder was up to date).
+    """
+    made_from = manifest.digest(manifest.read(out, MANIFEST))
+    marker = out / "png" / ".made-from"
+    if not force and marker.is_file() and marker.read_text() == made_from:
+        return 0
     patches = np.load(out / "patches.npy", mmap_mode="r")
-    for row in progress(rows, desc="png", unit="patch"):
-        target = out / "png" / f"{row['patch_index']:06d}.png"
-        if not os.path.exists(target):
-            write_png(target, LUNG.to_u8(patches[row["patch_index"]]))
+    with atomic_folder(out / "png") as folder:
+        for row in progress(rows, desc="png", unit="patch"):
+            image = LUNG.to_u8(patches[row["patch_index"]])
+            write_png(folder / f"{row['patch_index']:06d}.png", image)
+        (folder / ".made-from").write_text(made_from)
+    return len(rows)
 
 
 def run(work, size=64, workers=1, force=False, png=False):
@@ -131,19 +179,22 @@ def run(work, size=64, workers=1, force=False, png=False):
     """
     if size < 8 or size % 2:
         raise LidcError(None, f"--size must be an even number of pixels >= 8, not {size}")
+    inputs = {"annotations": check_inputs(work)}
     units, skipped = series_units(work, size)
     parts = Parts(work, "crop", force=force)
     reused, done, failed = run_units(parts, units, crop_series, workers,
                                      cost=lambda job: len(job.paths))
     out = work / "patches"
-    rows, unit_skipped = assemble(parts, units, out, size)
+    with manifest.file_set(out, MANIFEST, "crop", inputs) as files:
+        rows, unit_skipped = assemble(parts, units, out, size)
+        files.extend(["patches.npy", "patches.csv"])
     skipped = skipped + failed + unit_skipped
-    if png:
-        export_png(out, rows)
     labels = np.bincount([r["label"] for r in rows], minlength=len(CLASS_NAMES))
     counts = {"series cropped": done, "series reused from an earlier run": reused,
               "patches": len(rows),
               **{f"patches of {name}": int(labels[k]) for k, name in enumerate(CLASS_NAMES)}}
+    if png:
+        counts["PNG patches written"] = export_png(out, rows, force)
     return StageResult(f"crop: {out / 'patches.npy'} ({len(rows)} x {size} x {size} int16 HU), "
                        f"{out / 'patches.csv'}", counts, skipped,
                        write_skipped(work, "crop", skipped))

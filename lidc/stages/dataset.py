@@ -13,11 +13,17 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from lidc import dataset
+from lidc import manifest
 from lidc.errors import LidcError
 from lidc.io import read_csv, save_npz, write_csv, write_json
 from lidc.records import CLASS_NAMES, NUM_CLASSES
-from lidc.stages import StageResult
+from lidc.stages import StageResult, crop
 from lidc.windows import TRAINING
+
+
+# The three sides and their record are committed as one set (lidc.manifest): a kill between two
+# writes must not leave a train side from one split beside a test side from another.
+MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -32,7 +38,7 @@ class DatasetOptions:
 
 
 def load_patches(work):
-    """The crop stage's patches (memory-mapped) and their rows.
+    """The crop stage's patches (memory-mapped), their rows and the digest of their set.
 
     Raises:
       LidcError: no patches, or a patches.csv that does not match patches.npy.
@@ -40,6 +46,7 @@ def load_patches(work):
     out = work / "patches"
     if not (out / "patches.npy").exists() or not (out / "patches.csv").exists():
         raise LidcError(out, "no patches here: run the crop stage first (tools/crop.sh)")
+    patch_set = manifest.check(out, crop.MANIFEST, ["patches.npy", "patches.csv"], "crop")
     patches = np.load(out / "patches.npy", mmap_mode="r")
     rows = read_csv(out / "patches.csv")
     if len(rows) != len(patches):
@@ -47,7 +54,7 @@ def load_patches(work):
                                              "run the crop stage again")
     if not rows:
         raise LidcError(out / "patches.csv", "no patches to split")
-    return patches, rows
+    return patches, rows, manifest.digest(patch_set)
 
 
 def choose_sides(options, patient_ids):
@@ -91,7 +98,7 @@ def run(work, options):
     Raises:
       LidcError: no patches, too few patients for a patient split, or too large a max_train.
     """
-    patches, rows = load_patches(work)
+    patches, rows, patches_digest = load_patches(work)
     labels = np.array([int(r["label"]) for r in rows], np.int64)
     patient_ids = np.array([r["patient_id"] for r in rows])
     extra = {"lesion_id": np.array([int(r["lesion_id"]) for r in rows], np.int64),
@@ -101,17 +108,21 @@ def run(work, options):
     index["train"] = train_rows(options, index["train"], labels)
     out = work / "dataset"
     table = {}
-    for side in dataset.SIDES:
-        save_npz(out / f"{side}.npz", **dataset.arrays(patches, index[side], labels, patient_ids,
-                                                       **extra))
-        table[side] = np.bincount(labels[index[side]], minlength=NUM_CLASSES).tolist()
-    write_csv(out / "split.csv",
-              [{"patient_id": p, "side": sides[patient_ids == p][0],
-                "patches": int((patient_ids == p).sum())} for p in np.unique(patient_ids)],
-              ["patient_id", "side", "patches"])
-    recorded = {k: str(v) for k, v in {**asdict(options), "work": work}.items()}
-    write_json(out / "summary.json", {"options": recorded, "class_names": CLASS_NAMES,
-                                      "counts": table, "hu_window": (TRAINING.low, TRAINING.high)})
+    with manifest.file_set(out, MANIFEST, "dataset", {"patches": patches_digest}) as files:
+        for side in dataset.SIDES:
+            save_npz(out / f"{side}.npz", **dataset.arrays(patches, index[side], labels,
+                                                           patient_ids, **extra))
+            table[side] = np.bincount(labels[index[side]], minlength=NUM_CLASSES).tolist()
+        write_csv(out / "split.csv",
+                  [{"patient_id": p, "side": sides[patient_ids == p][0],
+                    "patches": int((patient_ids == p).sum())} for p in np.unique(patient_ids)],
+                  ["patient_id", "side", "patches"])
+        recorded = {k: str(v) for k, v in {**asdict(options), "work": work}.items()}
+        write_json(out / "summary.json", {"options": recorded, "class_names": CLASS_NAMES,
+                                          "counts": table,
+                                          "hu_window": (TRAINING.low, TRAINING.high)})
+        # summary.json describes the set for people (and names WORK); no stage reads it.
+        files.extend([*(f"{side}.npz" for side in dataset.SIDES), "split.csv"])
     counts = _side_counts(table, index, patient_ids)
     counts["patches not used"] = len(rows) - sum(len(i) for i in index.values())
     return StageResult(f"dataset ({options.split} split): {out}/{{train,val,test}}.npz", counts)

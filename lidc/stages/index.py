@@ -8,11 +8,13 @@ the slice table every later stage uses) and WORK/skipped/index.csv (what was not
     result = run(Path("data/LIDC-IDRI"), Path("data/work"), workers=2)
 """
 import os
+import shutil
 from collections import defaultdict
 from dataclasses import dataclass
 
+from lidc import manifest
 from lidc.errors import LidcError
-from lidc.io import write_csv, write_png
+from lidc.io import atomic_folder, write_csv, write_png
 from lidc.reads import header_uids
 from lidc.resume import Parts, file_stat, fingerprint
 from lidc.series import decoders_key, group_series, read_header, read_hu
@@ -24,6 +26,8 @@ INDEX_COLUMNS = ["patient_id", "study_uid", "series_uid", "folder", "xml", "slic
                  "cols", "pixel_spacing", "slice_thickness", "z_min", "z_max", "dropped_slices",
                  "gaps"]
 SLICE_COLUMNS = ["series_uid", "slice_index", "z", "sop_uid", "instance_number", "path"]
+# index.csv and slices.csv are read together: committed as one set (lidc.manifest).
+MANIFEST = "index.manifest.json"
 # Files that travel with downloads (licences, manifests, our cohort.json) and are never images.
 DOCUMENTS = (".json", ".md", ".txt", ".csv", ".tsv", ".pdf", ".html")
 
@@ -119,15 +123,35 @@ def slice_rows(series):
 
 
 def export_png(job):
-    """Writes one series' slices as lossless 8-bit lung-window PNGs (runs in a worker process);
-    job is (folder, slice paths in z order). Returns how many were written."""
-    out, paths = job
-    written = 0
-    for i, path in enumerate(paths):
-        target = os.path.join(out, f"{i:04d}.png")
-        if not os.path.exists(target):
-            write_png(target, LUNG.to_u8(read_hu(path)))
-            written += 1
+    """Writes one series' slices as lossless 8-bit lung-window PNGs, NNNN.png in z order (runs
+    in a worker process); job is (folder, slice paths in z order, force).
+
+    The folder is rebuilt as a whole when its slices changed (or with force), so it never holds
+    an image of an earlier index; FOLDER/.made-from records which files it shows. Returns how
+    many were written (0 when it was up to date).
+    """
+    out, paths, force = job
+    made_from = fingerprint([(p, *file_stat(p)) for p in paths])
+    marker = os.path.join(out, ".made-from")
+    if not force and os.path.isfile(marker) and open(marker).read() == made_from:
+        return 0
+    with atomic_folder(out) as folder:
+        for i, path in enumerate(paths):
+            write_png(folder / f"{i:04d}.png", LUNG.to_u8(read_hu(path)))
+        (folder / ".made-from").write_text(made_from)
+    return len(paths)
+
+
+def export_pngs(work, series, workers, force):
+    """Exports every series' slices under WORK/png/PATIENT/SERIES/ (see export_png) and removes
+    the folders of series no longer indexed; returns how many PNGs were written."""
+    folders = {work / "png" / s.patient_id / s.series_uid: [h.path for h in s.slices]
+               for s in series}
+    jobs = [(str(folder), paths, force) for folder, paths in folders.items()]
+    written = sum(parallel_map(export_png, jobs, workers, "png"))
+    for stale in (work / "png").glob("*/*"):
+        if stale.is_dir() and stale not in folders:
+            shutil.rmtree(stale)
     return written
 
 
@@ -149,17 +173,17 @@ def run(root, work, workers=1, force=False, png=False):
                                      cost=lambda folder: len(folder.names))
     ct, xml, skipped = collect(parts, units)
     skipped = failed + skipped
-    write_csv(work / "index.csv", [index_row(s, xml.get(s.series_uid, [])) for s in ct],
-              INDEX_COLUMNS)
-    write_csv(work / "slices.csv", (r for s in ct for r in slice_rows(s)), SLICE_COLUMNS)
+    with manifest.file_set(work, MANIFEST, "index") as files:
+        write_csv(work / "index.csv", [index_row(s, xml.get(s.series_uid, [])) for s in ct],
+                  INDEX_COLUMNS)
+        write_csv(work / "slices.csv", (r for s in ct for r in slice_rows(s)), SLICE_COLUMNS)
+        files.extend(["index.csv", "slices.csv"])
     counts = {"folders read": done, "folders reused from an earlier run": reused,
               "CT series": len(ct), "slices": sum(len(s.slices) for s in ct),
               "series with XML": sum(1 for s in ct if s.series_uid in xml),
               "series without XML": sum(1 for s in ct if s.series_uid not in xml),
               "series with gaps in z": sum(1 for s in ct if s.warnings)}
     if png:
-        jobs = [(str(work / "png" / s.patient_id / s.series_uid), [h.path for h in s.slices])
-                for s in ct]
-        counts["PNG slices written"] = sum(parallel_map(export_png, jobs, workers, "png"))
+        counts["PNG slices written"] = export_pngs(work, ct, workers, force)
     return StageResult(f"index: {work / 'index.csv'}, {work / 'slices.csv'}", counts, skipped,
                        write_skipped(work, "index", skipped))
