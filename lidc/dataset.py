@@ -6,7 +6,7 @@ of ARCHITECTURE.md, `label` int, `patient_id` str, `patch_index` int (the row in
 """
 import numpy as np
 
-from lidc.records import NUM_CLASSES
+from lidc.records import NODULE, NON_NODULE, NUM_CLASSES, SMALL_NODULE
 from lidc.windows import TRAINING
 
 
@@ -42,50 +42,51 @@ def stratified_indices(labels, n, seed):
     return np.sort(np.concatenate(picks)).astype(np.int64)
 
 
-SIDES = ("train", "val", "test")
+# When the readers of one lesion on one slice split evenly between classes, the patch takes the
+# larger finding: a nodule >= 3 mm before a non-nodule >= 3 mm before a nodule < 3 mm.
+TIE_ORDER = (NODULE, NON_NODULE, SMALL_NODULE)
 
 
-def split_by_patient(patient_ids, test_share, val_share, seed):
-    """Assigns every patch to train/val/test so that no patient is on two sides.
+def marked_by(lesion_ids, labels, readers, minimum):
+    """Which patches belong to a (lesion, class) that at least `minimum` readers marked as that
+    class (pylidc's consensus level; LUNA16 used 3 of 4 for nodules >= 3 mm): a bool per patch.
+    Readers are counted per class, not per lesion."""
+    keys = list(zip(lesion_ids.tolist(), labels.tolist()))
+    marked = {}
+    for key, reader in zip(keys, readers):
+        marked.setdefault(key, set()).add(reader)
+    return np.array([len(marked[key]) >= minimum for key in keys], bool)
 
-    Patients are shuffled by the seed and taken whole into test until it holds `test_share` of
-    the patches, then into val until it holds `val_share` of the rest; the others train.
-    Returns an array of side names, one per patch.
+
+def slice_units(table):
+    """One patch per lesion per slice: the readers' marks of one lesion on one slice become one
+    unit, labelled by the readers' majority (ties: TIE_ORDER), shown by the patch of that class
+    whose centre is nearest the readers' mean centre on the slice.
+
+    Args:
+      table: dict of per-patch arrays: lesion_id, slice_index, label, reader, row, col.
+    Returns:
+      (rows, labels, readers): the chosen patch of each unit (indices into the table, sorted),
+      the unit's label, and how many readers marked the lesion on that slice.
     """
-    patient_ids = np.asarray(patient_ids)
-    patients, counts = np.unique(patient_ids, return_counts=True)
-    order = np.random.default_rng(seed).permutation(len(patients))
-    total = counts.sum()
-    targets = {"test": test_share * total, "val": val_share * (1 - test_share) * total}
-    side_of, filled = {}, {"test": 0, "val": 0}
-    for i in order:
-        side_of[patients[i]] = _side_for(counts[i], filled, targets)
-        if side_of[patients[i]] != "train":
-            filled[side_of[patients[i]]] += counts[i]
-    return np.array([side_of[p] for p in patient_ids])
-
-
-def _side_for(count, filled, targets):
-    """The first of test, val still short of its target that this patient does not overshoot
-    by more than half its own patches (an empty side takes anyone); else train."""
-    for side in ("test", "val"):
-        short = filled[side] < targets[side]
-        fits = filled[side] == 0 or filled[side] + count / 2 <= targets[side]
-        if short and fits:
-            return side
-    return "train"
-
-
-def split_random(n, test_share, val_share, seed):
-    """The paper's per-crop split: every patch drawn independently of its patient."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(n)
-    n_test = int(round(test_share * n))
-    n_val = int(round(val_share * (n - n_test)))
-    sides = np.full(n, "train", dtype=object)
-    sides[order[:n_test]] = "test"
-    sides[order[n_test:n_test + n_val]] = "val"
-    return sides.astype(str)
+    groups = {}
+    for i, key in enumerate(zip(table["lesion_id"].tolist(), table["slice_index"].tolist())):
+        groups.setdefault(key, []).append(i)
+    chosen = []
+    for members in groups.values():
+        members = np.array(members)
+        votes = {}
+        for i in members:
+            votes.setdefault(int(table["label"][i]), set()).add(table["reader"][i])
+        label = max(votes, key=lambda c: (len(votes[c]), -TIE_ORDER.index(c)))
+        centre = np.array([table["row"][members].mean(), table["col"][members].mean()])
+        of_label = members[table["label"][members] == label]
+        distance = np.hypot(table["row"][of_label] - centre[0], table["col"][of_label] - centre[1])
+        readers = len(set(table["reader"][members].tolist()))
+        chosen.append((int(of_label[np.argmin(distance)]), label, readers))
+    chosen.sort()
+    rows, labels, readers = (np.array(column, np.int64) for column in zip(*chosen))
+    return rows, labels, readers
 
 
 def undersample(labels, seed):
@@ -103,16 +104,19 @@ def one_hot(labels, num_classes=NUM_CLASSES):
     return np.eye(num_classes, dtype=np.float32)[np.asarray(labels, np.int64)]
 
 
-def arrays(patches, index, labels, patient_ids, **extra):
-    """The arrays of one side: windowed patches with a channel axis, one-hot labels, ids.
+def arrays(patches, units, rows):
+    """The arrays of one side: windowed patches with a channel axis, one-hot labels, and every
+    per-unit column.
 
     Args:
       patches: the crop stage's (N, S, S) int16 HU array (may be memory-mapped).
-      index: the rows of this side.
-      labels, patient_ids, **extra: per-patch arrays of length N.
+      units: dict of per-unit arrays, among them `patch_index` (the unit's row of `patches`),
+        `label` and `patient_id`.
+      rows: the units of this side.
     """
-    index = np.sort(np.asarray(index, np.int64))
-    return {"x": TRAINING.to_unit(patches[index])[..., None], "y": one_hot(labels[index]),
-            "label": labels[index].astype(np.int64),
-            "patient_id": patient_ids[index].astype(str), "patch_index": index,
-            **{k: v[index] for k, v in extra.items()}}
+    rows = np.sort(np.asarray(rows, np.int64))
+    columns = {name: values[rows] for name, values in units.items()}
+    return {"x": TRAINING.to_unit(patches[columns["patch_index"]])[..., None],
+            "y": one_hot(columns["label"]), **columns,
+            "label": columns["label"].astype(np.int64),
+            "patient_id": columns["patient_id"].astype(str)}

@@ -23,7 +23,7 @@ def test_lenet5_learns_the_tiny_synthetic_cohort(tmp_path):
     assert index.main(["--root", str(root), "--work", str(work), "--workers", "1"]) == 0
     for stage in (annotations, crop):
         assert stage.main(["--work", str(work), "--workers", "1"]) == 0
-    assert dataset.main(["--work", str(work)]) == 0
+    assert dataset.main(["--work", str(work), "--unit", "mark"]) == 0
     common = ["--work", str(work), "--runs", str(runs), "--name", "lenet5"]
     run("tools.train", *common, "--net", "lenet5", "--max-steps", "300", "--eval-every", "50",
         "--min-steps", "300", "--augment", "--deterministic")

@@ -55,8 +55,11 @@ def test_counts_agree_from_stage_to_stage(cohort):
     labels = np.bincount([int(r["label"]) for r in patches], minlength=3)
     np.testing.assert_array_equal(labels, expected_patches(root))
     sides = [np.load(work / "dataset" / f"{s}.npz") for s in ("train", "val", "test")]
-    assert sum(len(s["x"]) for s in sides) == len(patches)
-    assert sorted(np.concatenate([s["patch_index"] for s in sides])) == list(range(len(patches)))
+    # One unit per lesion per slice (the default --unit slice), shown by one of its patches.
+    units = {(p["lesion_id"], p["slice_index"]) for p in patches}
+    assert sum(len(s["x"]) for s in sides) == len(units)
+    shown = np.concatenate([s["patch_index"] for s in sides])
+    assert {(patches[i]["lesion_id"], patches[i]["slice_index"]) for i in shown} == units
     patients = [set(s["patient_id"]) for s in sides]
     assert not (patients[0] & patients[1] or patients[0] & patients[2] or patients[1] & patients[2])
 
@@ -146,3 +149,28 @@ def test_a_stage_is_refused_while_another_run_holds_its_work_folder(cohort, tmp_
         assert (other / "patches" / "patches.npy").stat().st_mtime_ns == before
     assert crop.main(["--work", str(other), "--force"]) == 0  # the holder's exit freed WORK
     assert (other / "patches" / "patches.npy").stat().st_mtime_ns != before
+
+
+def test_units_and_consensus_of_the_dataset_stage(cohort, tmp_path):
+    _, work = cohort
+    other = tmp_path / "work"
+    shutil.copytree(work, other)
+    patches = rows(other / "patches" / "patches.csv")
+
+    def sides():
+        return [np.load(other / "dataset" / f"{s}.npz") for s in ("train", "val", "test")]
+
+    assert dataset.main(["--work", str(other), "--unit", "mark"]) == 0
+    assert sum(len(s["x"]) for s in sides()) == len(patches)
+    assert all((s["readers"] == 1).all() for s in sides())
+    assert dataset.main(["--work", str(other), "--min-readers", "2"]) == 0
+    readers = {}
+    for p in patches:
+        readers.setdefault((p["lesion_id"], p["label"]), set()).add(p["reader"])
+    kept = {key for key, who in readers.items() if len(who) >= 2}
+    shown = set()
+    for side in sides():  # readers counts those who marked the lesion on the unit's slice
+        for lesion, label, count in zip(side["lesion_id"], side["label"], side["readers"]):
+            assert (str(lesion), str(label)) in kept and 1 <= count <= 4
+            shown.add((str(lesion), str(label)))
+    assert shown and shown <= kept  # a class outvoted on every slice of its lesion shows not
