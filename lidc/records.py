@@ -20,8 +20,8 @@ UNMATCHED = "no slice with its SOP UID or within half a slice thickness of its z
 OUTSIDE = "centroid outside the image"
 # The slice named by its SOP UID is not at its z (or the UID names several slices), and no slice
 # lies within half a slice thickness of its z either: placing it anywhere would be a guess.
-Z_CONFLICT = ("its SOP UID's slice is more than half a slice thickness from its z, and no slice "
-              "is within half a thickness of its z")
+Z_CONFLICT = ("its SOP UID names no slice at its z (a slice elsewhere, or two slices), and no "
+              "slice is within half a slice thickness of its z")
 # pylidc drops these too: one click beside a nodule's contours is not an outline of any slice.
 STRAY = "a single point inside a contoured nodule: a stray click, not a contour"
 
