@@ -19,7 +19,7 @@ line, what was left out) is in `Read.problems`; nothing else escapes.
 """
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +63,7 @@ class Read:
     series_uid: str
     study_uid: str
     sessions: list
+    misplaced: list = field(default_factory=list)  # (path, reason): sessions, marks out of place
 
     @property
     def marks(self):
@@ -71,8 +72,8 @@ class Read:
 
     @property
     def problems(self):
-        """(path, reason) of every element left out of the file's sessions."""
-        return [p for s in self.sessions for p in s.problems]
+        """(path, reason) of every element left out of the file."""
+        return self.misplaced + [p for s in self.sessions for p in s.problems]
 
 
 def _parser():
@@ -174,19 +175,41 @@ def parse_read(path, patient_id=""):
     base = dict(patient_id=patient_id, series_uid=series_uid, xml_file=str(path))
     sessions = [_session(path, position, el, base)
                 for position, el in enumerate(_children(root, "readingSession"))]
-    return Read(path=str(path), series_uid=series_uid, study_uid=study_uid, sessions=sessions)
+    return Read(path=str(path), series_uid=series_uid, study_uid=study_uid, sessions=sessions,
+                misplaced=_misplaced(path, root))
+
+
+def _misplaced(path, root):
+    """(path, reason) of each reading session not directly in the root, and each mark not
+    directly in a session: no reader is known for them, so they are left out, never silently."""
+    out = []
+    for el in root.iter("{*}readingSession", *(f"{{*}}{name}" for name in _MARKS)):
+        parent = el.getparent()
+        if _local(el) == "readingSession":
+            misplaced = parent is not root
+        else:  # a mark inside a misplaced session goes with it, and is not named again
+            misplaced = _local(parent) != "readingSession"
+        if misplaced:
+            out.append((str(path), f"line {el.sourceline}: <{_local(el)}> lies inside "
+                                   f"<{_local(parent)}>, not where LIDC reads put it: left out"))
+    return out
 
 
 def _session(path, position, el, base):
     reader = f"{Path(path).stem}:{position}"
     base = dict(base, reader=reader, radiologist_id=_text(el, "servicingRadiologistID") or "")
-    marks, dropped, faulty, parts, positions = [], [], set(), [], set()
+    marks, dropped, faulty, parts, positions, lines = [], [], set(), [], set(), {}
     for index, child in enumerate(el):
         parts.append(_digest(child))
         read_mark = _MARKS.get(_local(child))
         if read_mark is None:
             continue
         positions.add(index)
+        if parts[-1] in lines:  # one reader's mark twice over is one mark
+            dropped.append(f"line {child.sourceline}: <{_local(child)}> repeats the one at line "
+                           f"{lines[parts[-1]]} of this session: read once")
+            continue
+        lines[parts[-1]] = child.sourceline
         mark, reasons = read_mark(path, child, base)
         if mark is not None:
             marks.append(mark)
@@ -219,12 +242,7 @@ def _nodule(path, el, base):
     # The label comes from the element structure, not from the regions that parse: a contour
     # dropped for a bad number leaves a nodule >= 3 mm, never turns it into a small one.
     contoured = any(len(_children(r, "edgeMap")) > 1 for r in elements)
-    rois, dropped = [], []
-    for r in elements:
-        try:
-            rois.append(_roi(path, r, contoured))
-        except LidcError as e:
-            dropped.append(f"{e.reason}: this region of {what} is left out")
+    rois, dropped = _regions(path, elements, contoured, what)
     characteristics, bad = _characteristics(el)
     dropped.extend(f"{reason}, for {what}" for reason in bad)
     if not rois:
@@ -234,6 +252,26 @@ def _nodule(path, el, base):
     mark = Mark(**base, label=NODULE if contoured else SMALL_NODULE, nodule_id=nodule_id,
                 rois=rois, characteristics=characteristics, line=el.sourceline)
     return mark, dropped
+
+
+def _regions(path, elements, contoured, what):
+    """(Rois, reasons for what was left out) of a nodule's <roi> elements: a region that does not
+    parse, or repeats one already read (it would give the same patch twice), is left out."""
+    rois, dropped, lines = [], [], {}
+    for el in elements:
+        try:
+            roi = _roi(path, el, contoured)
+        except LidcError as e:
+            dropped.append(f"{e.reason}: this region of {what} is left out")
+            continue
+        key = (roi.z, roi.sop_uid, roi.inclusion, roi.points.tobytes())
+        if key in lines:
+            dropped.append(f"line {el.sourceline}: this region of {what} repeats the one at line "
+                           f"{lines[key]}: read once")
+            continue
+        lines[key] = el.sourceline
+        rois.append(roi)
+    return rois, dropped
 
 
 def _non_nodule(path, el, base):

@@ -7,6 +7,7 @@ report. The classes: marks placed on the wrong slice, the same reads counted sev
 lesions holding two marks of one reader, one bad element dropping a whole file, and errors that
 name the wrong cause. The real samples (../shared/lidc-samples) are used when present.
 """
+import copy
 import re
 import shutil
 from collections import Counter, defaultdict
@@ -70,6 +71,13 @@ def expected_patch(k, row):
 def line_of(path, text):
     """1-based line of the first line of `path` that contains `text`."""
     return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
+
+
+def without_lines(out):
+    """A copy of `out` whose annotations lack the `line` column."""
+    out = copy.copy(out)
+    out.annotations = [{k: v for k, v in r.items() if k != "line"} for r in out.annotations]
+    return out
 
 
 def assert_one_reader_per_lesion(rows):
@@ -225,6 +233,23 @@ def test_a_tcia_correction_is_read_instead_of_the_read_it_corrects(good, cohort)
                                            "004-resubmitted-correction-3-9-12:1"}
     assert [(r["row"], r["col"]) for r in mine if r["nodule_id"] == "P1"] == [("31.00", "101.00")]
     assert len(mine) == len([r for r in good.annotations if r["patient_id"] == patient_id(4)])
+
+
+def test_a_mark_or_region_given_twice_in_one_session_is_read_once(good, cohort):
+    root, _ = cohort
+    doubled = sessions(4)
+    nodule = doubled[0][0]
+    doubled[0] = [dict(nodule, rois=nodule["rois"] + nodule["rois"][1:])] + doubled[0][1:] \
+        + doubled[0][2:]  # the nodule's second slice twice, and the non-nodule twice
+    xml_path(root, 4).write_text(lidc_xml(doubled, series_uid(4)))
+    out = run(cohort)
+    assert_same_outputs(without_lines(good), without_lines(out))  # the file has more lines
+    reasons = [r["reason"] for r in out.skipped("annotations")]
+    assert len(reasons) == 2
+    assert re.search(r"line \d+: this region of nodule 'N1' \(line \d+\) repeats the one at "
+                     r"line \d+: read once", reasons[0])
+    assert re.search(r"line \d+: <nonNodule> repeats the one at line \d+ of this session: "
+                     r"read once", reasons[1])
 
 
 @pytest.mark.skipif(not (SAMPLES / "xml").is_dir(), reason="no ../shared/lidc-samples/xml here")

@@ -1,5 +1,7 @@
 """lidc.reads: LIDC XML reads, with and without namespace, the files a CT pipeline skips, the
 elements it leaves out of a file it reads, and the sessions it reads once."""
+import re
+
 import numpy as np
 import pytest
 
@@ -242,3 +244,31 @@ def test_a_session_that_differs_where_a_damaged_third_is_damaged_is_another_read
     kept, skipped = reads.unique_sessions(sessions_of(intact, damaged, other))
     assert [s.reader for s in kept] == ["001:0", "003:0"]
     assert [p for p, _ in skipped] == [str(damaged)]
+
+
+def test_a_mark_or_region_given_twice_over_is_read_once_and_reported(tmp_path):
+    twice = dict(NODULE_MARK, rois=NODULE_MARK["rois"] + NODULE_MARK["rois"][:1])
+    read = reads.parse_read(write(tmp_path, lidc_xml([[twice, NON_MARK, NON_MARK]])))
+    assert [m.label for m in read.marks] == [NODULE, NON_NODULE]
+    assert [r.z for r in read.marks[0].rois] == [-10.0, -12.5, -12.5]
+    reasons = [r for _, r in read.problems]
+    assert len(reasons) == 2 and "this region of nodule 'Nodule 001'" in reasons[0]
+    assert re.search(r"line \d+: <nonNodule> repeats the one at line \d+ of this session: read "
+                     r"once", reasons[1])
+
+
+def test_sessions_and_marks_out_of_place_are_reported_not_ignored(tmp_path):
+    text = lidc_xml([[NODULE_MARK], [NON_MARK]])
+    lost_mark = text.replace("<readingSession>", "<readingSession><group>", 1).replace(
+        "</unblindedReadNodule>\n</readingSession>", "</unblindedReadNodule></group>\n"
+        "</readingSession>", 1)
+    read = reads.parse_read(write(tmp_path, lost_mark))
+    assert [m.label for m in read.marks] == [NON_NODULE]
+    [(_, reason)] = read.problems
+    assert "<unblindedReadNodule> lies inside <group>" in reason and "left out" in reason
+    lost_session = text.replace("<readingSession>", "<wrapper><readingSession>", 1).replace(
+        "</readingSession>", "</readingSession></wrapper>", 1)
+    read = reads.parse_read(write(tmp_path, lost_session, "002.xml"))
+    assert [m.label for m in read.marks] == [NON_NODULE]
+    assert [r.split(": ", 1)[1] for _, r in read.problems] == [
+        "<readingSession> lies inside <wrapper>, not where LIDC reads put it: left out"]

@@ -70,7 +70,8 @@ def read_series(series):
     reads, corrected = replace_corrected(reads)
     sessions, repeats = unique_sessions([s for r in reads for s in r.sessions])
     marks = [m for s in sessions for m in s.marks]
-    skipped += corrected + repeats + [p for s in sessions for p in s.problems]
+    skipped += corrected + [p for r in reads for p in r.misplaced] + repeats + \
+        [p for s in sessions for p in s.problems]
     table = series.slices
     if table is not None:
         match_slices(marks, table.sop_uids, table.z, table.thickness, table.shape)
