@@ -396,3 +396,21 @@ def test_a_read_changed_to_another_series_since_indexing_says_to_index_again(goo
              if r["path"] == str(xml_path(root, 4))]
     assert row["reason"] == (f"its SeriesInstanceUid is now 1.2.3.4.5, not {series_uid(4)} as "
                              "when it was indexed: run the index stage again")
+
+
+def test_a_series_whose_result_is_missing_is_reported_not_left_out_quietly(tmp_path):
+    from lidc.resume import Parts
+    from lidc.stages import annotations as stage
+    from lidc.workers import Unit
+    marks, skipped, _ = stage.assemble(Parts(tmp_path, "annotations"), [Unit("1.2.3", "fp", None)])
+    assert marks == [] and skipped == [("1.2.3", stage.MISSING)]
+
+
+def test_results_stored_under_earlier_read_rules_are_redone(cohort, monkeypatch):
+    from lidc.stages import annotations as stage
+    root, work = cohort
+    assert index.main(["--root", str(root), "--work", str(work), "--workers", "1"]) == 0
+    assert stage.run(work).counts["series reused from an earlier run"] == 0
+    assert stage.run(work).counts["series reused from an earlier run"] == 4
+    monkeypatch.setattr(stage, "READ_RULES", stage.READ_RULES + 1)
+    assert stage.run(work).counts["series read"] == 4
