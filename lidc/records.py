@@ -18,6 +18,12 @@ NUM_CLASSES = len(CLASS_NAMES)
 # Why a region gives no patch (an empty status means it does).
 UNMATCHED = "no slice with its SOP UID or within half a slice thickness of its z"
 OUTSIDE = "centroid outside the image"
+# The slice named by its SOP UID is not at its z (or the UID names several slices), and no slice
+# lies within half a slice thickness of its z either: placing it anywhere would be a guess.
+Z_CONFLICT = ("its SOP UID names no slice at its z (a slice elsewhere, or two slices), and no "
+              "slice is within half a slice thickness of its z")
+# pylidc drops these too: one click beside a nodule's contours is not an outline of any slice.
+STRAY = "a single point inside a contoured nodule: a stray click, not a contour"
 
 
 @dataclass
@@ -32,6 +38,8 @@ class Roi:
     points: np.ndarray
     slice_index: int | None = None
     status: str = ""
+    line: int = 0  # of the <roi> (or <nonNodule>) in its XML file
+    note: str = ""  # how it was placed when its SOP UID and its z disagree
 
     # Kept once computed (the points never change after parsing), and pickled with the region:
     # the annotations workers compute it, and the stages after them read it for free.
@@ -75,6 +83,7 @@ class Mark:
     mark_id: int = -1
     lesion_id: int = -1
     lesion_readers: int = 0
+    line: int = 0  # of the <unblindedReadNodule> or <nonNodule> in its XML file
 
     @property
     def included(self):

@@ -2,9 +2,11 @@
 
 Hypothesis drops, duplicates and reorders elements of a valid read, turns numbers into junk and
 cuts the file short; the parser must return a Read whose records the next stages can use, or
-raise LidcError naming the file, and never hang. Derandomized: the same examples every run.
+raise LidcError naming the file, and never hang. A Read accounts for every mark element: read,
+or named in its problems with the file and line. Derandomized: the same examples every run.
 """
 import copy
+import re
 
 import numpy as np
 from hypothesis import HealthCheck, event, given, settings, strategies as st
@@ -74,7 +76,7 @@ def _is_number(text):
         return False
 
 
-def assert_usable(read):
+def assert_usable(read, data):
     """What the annotations stage does with a read must work on whatever the parser returned."""
     for mark in read.marks:
         assert mark.label in (0, 1, 2) and mark.rois
@@ -83,6 +85,24 @@ def assert_usable(read):
     lesions.match_slices(read.marks, SOPS, sorted(Z), 2.5, (128, 128))
     assert len(lesions.cluster(read.marks, 0.7, 2.5)) == len(read.marks)
     list(annotations.csv_rows(read.marks))
+    assert_accounted(read, data)
+    # Reading the same file twice adds nothing: every session of the second copy is a repeat.
+    once, _ = reads.unique_sessions(read.sessions)
+    twice, repeats = reads.unique_sessions(read.sessions + reads.parse_read(read.path).sessions)
+    assert len(twice) == len(once) and len(repeats) == 2 * len(read.sessions) - len(once)
+
+
+def assert_accounted(read, data):
+    """Each mark element of the file's reading sessions is a mark or a reported problem."""
+    local = lambda e: etree.QName(e).localname if isinstance(e.tag, str) else ""  # noqa: E731
+    root = etree.fromstring(data, etree.XMLParser(resolve_entities=False, remove_comments=True))
+    elements = [m for s in root if local(s) == "readingSession" for m in s
+                if local(m) in ("unblindedReadNodule", "nonNodule")]
+    dropped = [r for _, r in read.problems if "the mark is left out" in r or "of this session: "
+               "read once" in r or re.search(r": non-nodule .* is left out", r)]
+    assert all(p == read.path and re.match(r"(reading session \d+, )?line \d+: ", r)
+               for p, r in read.problems), read.problems
+    assert len(read.marks) + len(dropped) == len(elements)
 
 
 def test_the_valid_read_parses(tmp_path):
@@ -105,5 +125,5 @@ def test_a_mutated_read_gives_records_or_lidc_error_naming_the_file(tmp_path, mu
         assert e.path == str(path) and e.reason
         event("refused with LidcError")  # the share of each outcome: --hypothesis-show-statistics
         return
-    event("parsed")
-    assert_usable(read)
+    event("parsed" if not read.problems else "parsed, elements left out")
+    assert_usable(read, path.read_bytes())

@@ -4,7 +4,8 @@ import pytest
 
 from lidc import lesions
 from lidc.patches import crop
-from lidc.records import NODULE, NON_NODULE, OUTSIDE, SMALL_NODULE, UNMATCHED, Mark, Roi
+from lidc.records import (NODULE, NON_NODULE, OUTSIDE, SMALL_NODULE, STRAY, UNMATCHED,
+                          Z_CONFLICT, Mark, Roi)
 
 
 def mark(reader, label, rois):
@@ -26,14 +27,50 @@ SOPS, Z = ["a", "b", "c", "d"], [0.0, 2.5, 5.0, 7.5]
 
 
 def test_slice_found_by_sop_uid_first_then_by_z_within_half_thickness():
-    by_uid, by_z, off, outside = (roi(99.0, "c", (5, 5)), roi(5.9, "zz", (5, 5)),
+    by_uid, by_z, off, outside = (roi(6.2, "c", (5, 5)), roi(5.9, "zz", (5, 5)),
                                   roi(9.0, "zz", (5, 5)), roi(0.0, "a", (5, 500)))
     lesions.match_slices([mark("r:0", NODULE, [by_uid, by_z, off, outside])], SOPS, Z, 2.5,
                          shape=(128, 128))
-    assert (by_uid.slice_index, by_uid.status) == (2, "")
-    assert (by_z.slice_index, by_z.status) == (2, "")
+    assert (by_uid.slice_index, by_uid.status, by_uid.note) == (2, "", "")
+    assert (by_z.slice_index, by_z.status, by_z.note) == (2, "", "")
     assert (off.slice_index, off.status) == (None, UNMATCHED)
     assert outside.status == OUTSIDE
+
+
+@pytest.mark.parametrize("z, sop, expected, note", [
+    (7.5, "b", 3, "names the slice at z = 2.5, 5 mm from its imageZposition 7.5"),
+    (0.3, "c", 0, "names the slice at z = 5, 4.7 mm from its imageZposition 0.3"),
+    (99.0, "c", None, "no slice lies within half a slice thickness"),
+    (2.5, "b", 1, ""),        # its own slice: no note
+    (3.7, "b", 1, ""),        # 1.2 mm off, within half of 2.5 mm: still its UID's slice
+])
+def test_a_sop_uid_whose_slice_is_at_another_z_gives_way_to_the_z(z, sop, expected, note):
+    region = roi(z, sop, (5, 5))
+    lesions.match_slices([mark("r:0", NODULE, [region])], SOPS, Z, 2.5)
+    assert region.slice_index == expected
+    assert region.status == ("" if expected is not None else Z_CONFLICT)
+    assert note in region.note and bool(note) == bool(region.note)
+
+
+def test_a_sop_uid_two_slices_share_is_settled_by_z():
+    sops = ["a", "b", "b", "d"]  # the index keeps both slices of a repeated UID
+    on_third, on_none = roi(5.0, "b", (5, 5)), roi(7.5, "b", (5, 5))
+    lesions.match_slices([mark("r:0", NODULE, [on_third, on_none])], sops, Z, 2.5)
+    assert (on_third.slice_index, on_third.status) == (2, "")
+    assert "names 2 slices (z = 2.5, 5)" in on_third.note and "placed by its z on slice 2" \
+        in on_third.note
+    # z 7.5 is slice 3's, but slice 3 has another UID: the UID names 1 and 2, z names 3.
+    assert on_none.slice_index == 3 and "names 2 slices" in on_none.note
+    far = roi(20.0, "b", (5, 5))
+    lesions.match_slices([mark("r:0", NODULE, [far])], sops, Z, 2.5)
+    assert (far.slice_index, far.status) == (None, Z_CONFLICT)
+
+
+def test_a_stray_click_keeps_its_status_wherever_it_lies():
+    stray = roi(2.5, "b", (5, 5))
+    stray.status = STRAY
+    lesions.match_slices([mark("r:0", NODULE, [stray])], SOPS, Z, 2.5, shape=(128, 128))
+    assert (stray.slice_index, stray.status) == (1, STRAY)
 
 
 def test_readers_marks_of_one_lesion_are_grouped_and_others_not():
@@ -49,6 +86,38 @@ def test_one_readers_two_marks_are_never_merged():
     marks = [mark("r:0", SMALL_NODULE, [roi(0.0, "a", (50, 50))]),
              mark("r:0", SMALL_NODULE, [roi(0.0, "a", (51, 50))])]
     assert lesions.cluster(marks) == [0, 1]
+
+
+def test_a_reader_in_between_never_chains_two_marks_of_another_reader():
+    # Reader 0 marks two small nodules 4 mm apart; reader 1's mark lies between them, nearer the
+    # second. Connected components would make one lesion of all three.
+    marks = [mark("r:0", SMALL_NODULE, [roi(0.0, "a", (50, 50))]),
+             mark("r:0", SMALL_NODULE, [roi(0.0, "a", (50, 56))]),
+             mark("r:1", SMALL_NODULE, [roi(0.0, "a", (50, 54))])]
+    assert lesions.cluster(marks, spacing=0.7, thickness=2.5) == [0, 1, 1]
+
+
+def test_groups_join_nearest_first_and_never_share_a_reader():
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        marks = [mark(f"r:{rng.integers(4)}", SMALL_NODULE,
+                      [roi(2.5 * rng.integers(3), "x", tuple(rng.integers(40, 60, 2)))])
+                 for _ in range(12)]
+        numbers = lesions.cluster(marks, spacing=0.7, thickness=2.5)
+        pairs = {(n, m.reader) for n, m in zip(numbers, marks)}
+        assert len(pairs) == len(marks)  # no lesion holds two marks of one reader
+        assert numbers[0] == 0 and max(numbers) < len(marks)
+        # The same marks in the same order give the same lesions.
+        assert lesions.cluster(marks, spacing=0.7, thickness=2.5) == numbers
+
+
+def test_stray_clicks_do_not_move_a_nodule_for_grouping():
+    contour = [roi(0.0, "a", (50, 50), 5), roi(2.5, "b", (50, 50), 5)]
+    far_click = roi(40.0, "q", (120, 120))
+    far_click.status = STRAY
+    marks = [mark("r:0", NODULE, contour + [far_click]),
+             mark("r:1", NODULE, [roi(2.5, "b", (51, 50), 5)])]
+    assert lesions.cluster(marks, spacing=0.7, thickness=2.5) == [0, 0]
 
 
 def test_crop_is_centred_rows_then_columns():

@@ -1,7 +1,8 @@
 """The annotations stage: every radiologist mark of every indexed series, placed on its slices.
 
-Parses each series' XML reads with lxml (every reading session of every file), places each
-region on a slice (by SOP UID, else by z), groups the readers' marks into lesions, and writes
+Parses each series' XML reads with lxml (each reading session once, however many files carry it;
+TCIA's correction instead of the file it corrects), places each region on a slice (by SOP UID
+where its z agrees, else by z), groups the readers' marks into lesions, and writes
 WORK/annotations.pkl (the Mark records), WORK/annotations.csv (one row per mark per slice) and
 WORK/skipped/annotations.csv. Without images (the standalone XML archive, `xml_dir`), the marks
 are read and grouped but not placed: slice indices stay empty.
@@ -16,8 +17,8 @@ from lidc import manifest
 from lidc.errors import LidcError
 from lidc.io import read_csv, save_pickle, write_csv
 from lidc.lesions import TYPICAL_SPACING_MM, TYPICAL_THICKNESS_MM, cluster, match_slices
-from lidc.reads import header_uids, parse_read
-from lidc.records import CLASS_NAMES
+from lidc.reads import header_uids, parse_read, replace_corrected, unique_sessions
+from lidc.records import CLASS_NAMES, STRAY
 from lidc.resume import Parts, file_stat, fingerprint
 from lidc.stages import StageResult, index, write_skipped
 from lidc.workers import Unit, parallel_map, run_units
@@ -28,7 +29,14 @@ MANIFEST = "annotations.manifest.json"
 CSV_COLUMNS = ["mark_id", "patient_id", "series_uid", "reader", "radiologist_id", "label",
                "nodule_id", "slice_index", "z", "sop_uid", "row", "col", "row_min", "col_min",
                "row_max", "col_max", "points", "lesion_id", "lesion_readers", "malignancy",
-               "status", "xml_file"]
+               "status", "xml_file", "line", "note"]
+# Changing how reads are read changes a unit's result from the same files: results stored by an
+# earlier version (this number in their fingerprint) are redone, never reused.
+READ_RULES = 2
+SESSIONS = "reading sessions"
+REPEATED = "reading sessions repeated in another file (read once)"
+CORRECTED = "XML files replaced by TCIA's correction"
+MISSING = "no result for this series (see its error, if any): run the stage again"
 
 
 @dataclass(frozen=True)
@@ -52,8 +60,38 @@ class SeriesReads:
 
 
 def read_series(series):
-    """Marks of one series, placed on its slices and grouped into lesions (worker process)."""
-    marks, skipped, sessions = [], [], 0
+    """Marks of one series, placed on its slices and grouped into lesions (worker process).
+
+    Each reading session is read once however many of the series' files carry it, and a TCIA
+    correction instead of the file it corrects; the files, sessions and elements left out, and
+    the regions whose SOP UID was overruled by their z, go to the skip report.
+
+    Returns:
+      a dict: "marks", "skipped" [(path, reason)], and "tally" (a dict of the numbers of
+      sessions read, sessions repeated and files corrected).
+    """
+    reads, skipped = _reads(series)
+    reads, corrected = replace_corrected(reads)
+    sessions, repeats = unique_sessions([s for r in reads for s in r.sessions])
+    marks = [m for s in sessions for m in s.marks]
+    skipped += corrected + [p for r in reads for p in r.misplaced] + repeats + \
+        [p for s in sessions for p in s.problems]
+    table = series.slices
+    if table is not None:
+        match_slices(marks, table.sop_uids, table.z, table.thickness, table.shape)
+        skipped += [(m.xml_file, f"line {r.line}: region of {m.reader} {m.nodule_id!r} at "
+                                 f"z={r.z:g}: {r.note}") for m in marks for r in m.rois if r.note]
+    lesion_numbers = cluster(marks, table and table.spacing, table and table.thickness)
+    for mark, number in zip(marks, lesion_numbers):
+        mark.lesion_id = number
+    # A plain dict: stored results may only hold builtins and records (lidc.io.load_pickle).
+    tally = {SESSIONS: len(sessions), REPEATED: len(repeats), CORRECTED: len(corrected)}
+    return {"marks": marks, "skipped": skipped, "tally": tally}
+
+
+def _reads(series):
+    """The usable CT reads of one series, and the files refused whole."""
+    reads, skipped = [], []
     for path in series.xml:
         try:
             read = parse_read(path, series.patient_id)
@@ -61,17 +99,17 @@ def read_series(series):
             skipped.append((e.path, e.reason))
             continue
         if read.series_uid != series.series_uid:
-            skipped.append((path, f"read of series {read.series_uid}, not {series.series_uid}"))
+            skipped.append((path, f"its SeriesInstanceUid is now {read.series_uid}, not "
+                                  f"{series.series_uid} as when it was indexed: run the index "
+                                  "stage again"))
             continue
-        sessions += read.sessions
-        marks.extend(read.marks)
-    table = series.slices
-    if table is not None:
-        match_slices(marks, table.sop_uids, table.z, table.thickness, table.shape)
-    lesion_numbers = cluster(marks, table and table.spacing, table and table.thickness)
-    for mark, number in zip(marks, lesion_numbers):
-        mark.lesion_id = number
-    return {"marks": marks, "skipped": skipped, "sessions": sessions}
+        reads.append(read)
+    return reads, skipped
+
+
+def _xml_paths(row):
+    """The XML reads of an index.csv row, as a tuple of paths."""
+    return tuple(p for p in row["xml"].split(";") if p)
 
 
 def index_units(work):
@@ -85,7 +123,7 @@ def index_units(work):
         by_series[r["series_uid"]].append(r)
     units, skipped = [], []
     for row in read_csv(index_path):
-        if not row["xml"]:
+        if not _xml_paths(row):
             skipped.append((row["folder"], f"series {row['series_uid']} has no XML read"))
             continue
         slices = by_series[row["series_uid"]]
@@ -94,8 +132,7 @@ def index_units(work):
             thickness=float(row["slice_thickness"] or TYPICAL_THICKNESS_MM),
             spacing=float(row["pixel_spacing"] or TYPICAL_SPACING_MM),
             shape=(int(row["rows"]), int(row["cols"])))
-        series = SeriesReads(row["patient_id"], row["series_uid"], tuple(row["xml"].split(";")),
-                             table)
+        series = SeriesReads(row["patient_id"], row["series_uid"], _xml_paths(row), table)
         units.append(Unit(series.series_uid, _fingerprint(series), series))
     return units, skipped
 
@@ -134,19 +171,23 @@ def _xml_bytes(series):
 
 def _fingerprint(series):
     stats = [(p, *file_stat(p)) for p in series.xml]
-    return fingerprint(stats, series.patient_id, series.series_uid, series.slices)
+    return fingerprint(READ_RULES, stats, series.patient_id, series.series_uid, series.slices)
 
 
 def assemble(parts, units):
-    """All marks in unit order, with run-wide mark and lesion ids; plus skipped and sessions."""
-    marks, skipped, sessions = [], [], 0
+    """All marks in unit order, with run-wide mark and lesion ids; plus skipped, and the units'
+    tallies (sessions read, repeated, files corrected) summed."""
+    marks, skipped, tally = [], [], Counter()
     next_lesion = 0
     for unit in units:
         result = parts.load(unit.key, unit.fingerprint)
         if result is None:
+            # Never a series quietly missing from the outputs: say so (a unit that failed is
+            # reported by run_units already).
+            skipped.append((unit.key, MISSING))
             continue
         skipped.extend(result["skipped"])
-        sessions += result["sessions"]
+        tally.update(result["tally"])
         series_marks = result["marks"]
         readers = defaultdict(set)
         for m in series_marks:
@@ -157,7 +198,7 @@ def assemble(parts, units):
             m.mark_id = len(marks)
             marks.append(m)
         next_lesion += len(readers)
-    return marks, skipped, sessions
+    return marks, skipped, tally
 
 
 def csv_rows(marks):
@@ -174,23 +215,26 @@ def csv_rows(marks):
                    "points": len(roi.points), "lesion_id": m.lesion_id,
                    "lesion_readers": m.lesion_readers,
                    "malignancy": m.characteristics.get("malignancy"), "status": roi.status,
-                   "xml_file": m.xml_file}
+                   "xml_file": m.xml_file, "line": roi.line, "note": roi.note}
 
 
-def mark_counts(marks, sessions, placed):
-    """The summary's counts of marks by class, readers, lesions and regions (and, when the
-    marks were `placed` on slices, regions by status)."""
+def mark_counts(marks, tally, placed):
+    """The summary's counts of marks by class, sessions (read, repeated, corrected), readers,
+    lesions and regions (and, when the marks were `placed` on slices, regions by status)."""
     kinds = Counter(m.label for m in marks)
     counts = {f"marks of {name}": kinds.get(k, 0) for k, name in enumerate(CLASS_NAMES)}
-    counts["reading sessions"] = sessions
+    counts.update({name: tally.get(name, 0) for name in (SESSIONS, REPEATED, CORRECTED)})
     counts["readers with marks"] = len({(m.series_uid, m.reader) for m in marks})
     counts["lesions"] = len({m.lesion_id for m in marks})
     regions = [r for m in marks for r in m.included]
     counts["regions (one per mark per slice)"] = len(regions)
+    status = Counter(r.status for r in regions)
     if placed:
-        status = Counter(r.status for r in regions)
         counts["regions placed on a slice"] = status.get("", 0)
-        counts.update({f"regions with {s}": n for s, n in status.items() if s})
+        counts["regions placed by z against their SOP UID"] = sum(
+            1 for r in regions if r.note and r.slice_index is not None)
+    counts.update({f"regions with {s}": n for s, n in status.items() if s and (placed or
+                                                                           s == STRAY)})
     return counts
 
 
@@ -221,15 +265,17 @@ def run(work, workers=1, force=False, xml_dir=None):
         inputs = {"index": manifest.digest(index_set)}
     parts = Parts(work, "annotations-xml" if xml_dir else "annotations", force=force)
     reused, done, failed = run_units(parts, units, read_series, workers, cost=_xml_bytes)
-    marks, unit_skipped, sessions = assemble(parts, units)
-    skipped = skipped + failed + unit_skipped
+    marks, unit_skipped, tally = assemble(parts, units)
+    failed_keys = {key for key, _ in failed}
+    skipped = skipped + failed + [s for s in unit_skipped
+                                  if not (s[1] == MISSING and s[0] in failed_keys)]
     with manifest.file_set(work, MANIFEST, "annotations", inputs) as files:
         save_pickle(work / "annotations.pkl",
                     {"source": str(xml_dir) if xml_dir else "index", "marks": marks})
         write_csv(work / "annotations.csv", csv_rows(marks), CSV_COLUMNS)
         files.extend(["annotations.pkl", "annotations.csv"])
     counts = {"series read": done, "series reused from an earlier run": reused,
-              **mark_counts(marks, sessions, placed=not xml_dir)}
+              **mark_counts(marks, tally, placed=not xml_dir)}
     return StageResult(f"annotations: {work / 'annotations.pkl'}, {work / 'annotations.csv'}",
                        counts, skipped, write_skipped(work, "annotations", skipped),
                        notes=["marks per reader:", *per_reader(marks)])
