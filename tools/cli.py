@@ -10,14 +10,14 @@ import sys
 from pathlib import Path
 
 from lidc.errors import LidcError
-from lidc.workers import default_workers, progress
+from lidc.workers import ENGINES, default_workers, progress
 
 DEFAULT_ROOT = Path("data/LIDC-IDRI")
 DEFAULT_WORK = Path("data/work")
 DEFAULT_RUNS = Path("runs")
 
 __all__ = ["parser", "number", "run_name", "patch_size", "comma_list", "add_training_options",
-           "typed_options", "run", "summary", "run_stage", "print_result", "progress"]
+           "typed_options", "run", "summary", "run_stage", "engine", "print_result", "progress"]
 
 
 def number(kind, low=None, high=None, low_open=False, high_open=False):
@@ -99,19 +99,42 @@ def _common(p, name):
                                        help="fixes every random choice"),
         "force": lambda: p.add_argument("--force", action="store_true",
                                         help="redo finished work instead of skipping it"),
+        "engine": lambda: _engine_options(p),
     }
     common[name]()
 
 
+def _engine_options(p):
+    p.add_argument("--engine", choices=ENGINES, default="local",
+                   help="where the work fanned out over series runs: a pool of --workers "
+                        "processes on this machine, or Ray tasks (see --address)")
+    p.add_argument("--address", metavar="HOST:PORT",
+                   help="with --engine ray: join the running Ray cluster there (its CPUs decide "
+                        "how many tasks run at once; --root and --work must be on a file system "
+                        "every machine shares); without it a Ray of --workers CPUs starts here")
+
+
 def parser(description, *options):
     """An ArgumentParser with the named common options ('root', 'work', 'runs', 'workers',
-    'seed', 'force'), each with the name, meaning and default of the command-line contract."""
+    'seed', 'force', 'engine': --engine and --address), each with the name, meaning and default
+    of the command-line contract."""
     # No abbreviations: "--max" must not silently mean --max-steps or --max-train.
-    p = argparse.ArgumentParser(description=description, allow_abbrev=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _Parser(description=description, allow_abbrev=False,
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for name in options:
         _common(p, name)
     return p
+
+
+class _Parser(argparse.ArgumentParser):
+    """Checks what one option cannot say alone: --address only means something to Ray."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, extra = super().parse_known_args(args, namespace)
+        # (typed_options parses with a sentinel for every default: only a typed address counts.)
+        if isinstance(getattr(parsed, "address", None), str) and parsed.engine != "ray":
+            self.error("--address: joins a Ray cluster, so it needs --engine ray")
+        return parsed, extra
 
 
 def add_training_options(p, leave_out=()):
@@ -177,6 +200,14 @@ def summary(title, counts, skipped=()):
             print(f"    {path}: {reason}")
         if len(skipped) > 20:
             print(f"    ... and {len(skipped) - 20} more (see the stage's skipped.csv)")
+
+
+def engine(args):
+    """The engine the parsed options `args` choose (--engine, --address, --workers), as a
+    context manager for the stages run inside it (lidc.workers.engine)."""
+    from lidc import workers
+
+    return workers.engine(args.engine, args.workers, args.address)
 
 
 def run_stage(work, stage):

@@ -5,14 +5,14 @@ an XML read is matched to its series by the SeriesInstanceUid in its header, nev
 Writes WORK/index.csv (one row per CT series), WORK/slices.csv (one row per slice, in z order)
 and WORK/skipped/index.csv (what was not used, and why). See lidc/stages/index.py.
 
-    python -m tools.index --root data/LIDC-IDRI --work data/work [--png]
+    python -m tools.index --root data/LIDC-IDRI --work data/work [--png] [--engine ray]
 """
 from lidc.stages import index
 from tools import cli
 
 
 def build_parser():
-    p = cli.parser(__doc__.split("\n\n")[0], "root", "work", "workers", "force")
+    p = cli.parser(__doc__.split("\n\n")[0], "root", "work", "workers", "engine", "force")
     p.add_argument("--png", action="store_true",
                    help="also export every CT slice as a lossless 8-bit PNG in a lung window "
                         "(-600 HU centre, 1500 HU width) under WORK/png/PATIENT/SERIES/")
@@ -21,8 +21,9 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    return cli.run_stage(args.work, lambda: index.run(args.root, args.work, args.workers,
-                                                      args.force, args.png))
+    with cli.engine(args):
+        return cli.run_stage(args.work, lambda: index.run(args.root, args.work, args.workers,
+                                                          args.force, args.png))
 
 
 if __name__ == "__main__":
