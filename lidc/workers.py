@@ -373,6 +373,7 @@ class _Pinned:
 
     @classmethod
     def here(cls):
+        """This process's working directory and umask."""
         mask = os.umask(0o022)
         os.umask(mask)
         return cls(os.getcwd(), mask)

@@ -1,4 +1,5 @@
-"""Worker pools shared by the stages of one process (lidc.workers.shared_pools)."""
+"""Worker pools shared by the stages of one process (lidc.workers.shared_pools), and the choice of
+engine (lidc.workers.engine; the Ray engine itself is tested in test_ray_engine.py)."""
 import multiprocessing
 import os
 import subprocess
@@ -6,6 +7,7 @@ import sys
 
 import pytest
 
+from lidc.errors import LidcError
 from lidc.io import exclusive
 from lidc import workers as cli
 
@@ -73,3 +75,42 @@ def test_workers_of_a_shared_pool_do_not_keep_the_work_lock_of_the_stage_that_st
 def test_a_map_gives_each_item_its_result_in_order(workers):
     with cli.shared_pools():
         assert list(cli.parallel_map(abs, [-3, 1, -2, 5], workers, "abs")) == [3, 1, 2, 5]
+
+
+# Engines (lidc.workers.engine): what needs no Ray running -----------------------------------
+
+def test_the_local_engine_is_the_default_and_runs_maps_in_local_pools():
+    with cli.engine("local") as engine:
+        assert engine is None
+        assert list(cli.parallel_map(abs, [-3, 1, -2, 5], 2, "abs")) == [3, 1, 2, 5]
+
+
+def test_an_unknown_engine_or_an_address_without_ray_is_refused():
+    with pytest.raises(LidcError, match="unknown engine 'spark'"):
+        with cli.engine("spark"):
+            pass
+    with pytest.raises(LidcError, match="--address joins a Ray cluster: it needs --engine ray"):
+        with cli.engine("local", address="head:6379"):
+            pass
+
+
+def test_the_ray_engine_without_ray_installed_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` finds when it is missing
+    with cli.engine("ray", workers=2):
+        with pytest.raises(LidcError, match="--engine ray needs Ray: pip install -r "
+                                            "requirements.txt"):
+            list(cli.parallel_map(abs, [1, 2], 2, "abs"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--address", "head:6379"], "--address: joins a Ray cluster, so it needs --engine ray"),
+    (["--engine", "spark"], "argument --engine: invalid choice: 'spark'"),
+])
+def test_the_stage_commands_refuse_engine_options_that_do_not_fit_with_exit_code_2(
+        argv, message, tmp_path, capsys):
+    from tools import crop
+
+    with pytest.raises(SystemExit) as e:
+        crop.main(["--work", str(tmp_path), *argv])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err

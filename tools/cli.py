@@ -130,6 +130,7 @@ class _Parser(argparse.ArgumentParser):
     """Checks what one option cannot say alone: --address only means something to Ray."""
 
     def parse_known_args(self, args=None, namespace=None):
+        """argparse's, then exits 2 when --address is given without --engine ray."""
         parsed, extra = super().parse_known_args(args, namespace)
         # (typed_options parses with a sentinel for every default: only a typed address counts.)
         if isinstance(getattr(parsed, "address", None), str) and parsed.engine != "ray":
