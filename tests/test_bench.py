@@ -109,3 +109,31 @@ def test_preprocess_bench_prints_a_table_per_size_and_the_by_size_table(tmp_path
     assert out.count("total in one process") == 2
     by_size = out.split("by cohort size")[1].splitlines()
     assert [line.split()[0] for line in by_size[3:5]] == ["1", "2"]
+
+
+def test_scale_bench_measures_each_size_in_a_process_of_its_own(tmp_path, capsys):
+    from bench import scale
+
+    argv = ["--patients", "2", "1", "--size", str(synthetic.MIN_SIZE), "--slices",
+            str(synthetic.MIN_SLICES), "--cache", str(tmp_path)]
+    assert scale.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("patients"))
+    table = [line.split() for line in lines[header + 2:header + 4]]
+    assert [row[:2] for row in table] == [["1", "1"], ["2", "2"]]
+    assert table[0][scale.COLUMNS.index("vs linear")] == "1"
+    assert all(float(row[scale.COLUMNS.index("main MB")]) > 0 for row in table)
+
+
+def test_scale_rows_compare_each_size_with_linear_growth():
+    from bench import scale
+
+    def measured(series, total):
+        return {"series": series, "slices": 8 * series, "patches": 5 * series, "index": total,
+                "annotations": 0.0, "crop": 0.0, "total": total, "main MB": 100.0,
+                "worker MB": 50.0}
+    rows = scale.rows([(10, measured(10, 2.0)), (40, measured(40, 10.0))])
+    vs_linear = scale.COLUMNS.index("vs linear")
+    assert rows[0][vs_linear] == pytest.approx(1.0)
+    assert rows[1][vs_linear] == pytest.approx(1.25)
+    assert rows[1][scale.COLUMNS.index("ms/series")] == pytest.approx(250.0)
