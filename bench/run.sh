@@ -10,8 +10,9 @@ export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 # TensorFlow's C++ logging prints a few lines (oneDNN notice, no CUDA driver) before that setting
 # takes effect; the filter below keeps them out of the tables.
 {
-  # Preprocessing at two cohort sizes: on 4 series each stage's fixed costs weigh more.
-  for bench in roofline train_speed inference "preprocess --patients 4 16"; do
+  # Preprocessing at two cohort sizes: on 4 series each stage's fixed costs weigh more; then
+  # how time and memory grow from 10 to 160 series (small slices).
+  for bench in roofline train_speed inference "preprocess --patients 4 16" scale; do
     echo "== python -m bench.$bench"
     python -m bench.$bench
     echo
