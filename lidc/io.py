@@ -116,8 +116,14 @@ os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
 def write_csv(path, rows, fieldnames):
-    """Writes dict rows to a CSV atomically; None becomes an empty cell."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+    """Writes dict rows to a CSV atomically; None becomes an empty cell.
+
+    UTF-8, with surrogate escapes written back as the bytes they stand for: a file name that
+    is not UTF-8 (Python decodes such names with surrogateescape) is written as it is on disk,
+    and `read_csv` gives back the same string, so the path still opens the file.
+    """
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8",
+                                        errors="surrogateescape") as f:
         # csv.writer on lists: DictWriter's per-row checks doubled the time of a large table.
         writer = csv.writer(f)
         writer.writerow(fieldnames)
@@ -126,8 +132,9 @@ def write_csv(path, rows, fieldnames):
 
 
 def read_csv(path):
-    """Reads a CSV written by `write_csv` into a list of dicts of strings."""
-    with open(path, newline="") as f:
+    """Reads a CSV written by `write_csv` into a list of dicts of strings (bytes that are not
+    UTF-8 come back as surrogate escapes, as Python decodes file names)."""
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
         return list(csv.DictReader(f))
 
 
