@@ -7,6 +7,7 @@ the slice table every later stage uses) and WORK/skipped/index.csv (what was not
 
     result = run(Path("data/LIDC-IDRI"), Path("data/work"), workers=2)
 """
+import json
 import os
 from collections import defaultdict
 from dataclasses import dataclass
@@ -15,15 +16,21 @@ from lidc.errors import LidcError
 from lidc.io import write_csv, write_png
 from lidc.reads import header_uids
 from lidc.resume import Parts, file_stat, fingerprint
-from lidc.series import decoders_key, group_series, read_header, read_hu
+from lidc.series import HEADER_VERSION, decoders_key, group_series, read_header, read_hu
 from lidc.stages import StageResult, write_skipped
 from lidc.windows import LUNG
 from lidc.workers import Unit, parallel_map, run_units
 
+# New columns go at the end, so that readers by position keep working. `pixel_spacing` is the distance between rows (PixelSpacing[0]) and
+# `pixel_spacing_col` between columns (PixelSpacing[1]), in mm; `orientation` is the series'
+# ImageOrientationPatient as a JSON array of 6 numbers (row direction, then column direction).
 INDEX_COLUMNS = ["patient_id", "study_uid", "series_uid", "folder", "xml", "slices", "rows",
                  "cols", "pixel_spacing", "slice_thickness", "z_min", "z_max", "dropped_slices",
-                 "gaps"]
-SLICE_COLUMNS = ["series_uid", "slice_index", "z", "sop_uid", "instance_number", "path"]
+                 "gaps", "orientation", "pixel_spacing_col"]
+# position_x, position_y and z are the slice's ImagePositionPatient (mm): the centre of its
+# pixel (0, 0) in the DICOM patient frame.
+SLICE_COLUMNS = ["series_uid", "slice_index", "z", "sop_uid", "instance_number", "path",
+                 "position_x", "position_y"]
 # Files that travel with downloads (licences, manifests, our cohort.json) and are never images.
 DOCUMENTS = (".json", ".md", ".txt", ".csv", ".tsv", ".pdf", ".html")
 
@@ -64,7 +71,8 @@ def folder_units(root):
         if not names:
             continue
         stats = [(n, *file_stat(os.path.join(path, n))) for n in names]
-        units.append(Unit(path, fingerprint(stats, decoders), Folder(path, tuple(names))))
+        units.append(Unit(path, fingerprint(stats, decoders, HEADER_VERSION),
+                          Folder(path, tuple(names))))
     return units
 
 
@@ -82,6 +90,7 @@ def collect(parts, units):
     ct = []
     for found in group_series(headers):
         skipped.extend(found.problems)
+        skipped.extend(found.warnings)
         if found.modality != "CT":
             skipped.append((";".join(found.folders), f"series {found.series_uid} has modality "
                                                      f"{found.modality or 'none'}, not CT"))
@@ -98,6 +107,12 @@ def collect(parts, units):
     return ct, xml, skipped
 
 
+def _exact(number):
+    """A float as the shortest text that reads back as the same float ('-379', '0.820312')."""
+    text = repr(float(number))
+    return text[:-2] if text.endswith(".0") else text
+
+
 def index_row(series, xml_paths):
     """The index.csv row of one CT series."""
     return {
@@ -105,16 +120,19 @@ def index_row(series, xml_paths):
         "series_uid": series.series_uid, "folder": ";".join(series.folders),
         "xml": ";".join(sorted(xml_paths)), "slices": len(series.slices),
         "rows": series.shape[0], "cols": series.shape[1],
-        "pixel_spacing": f"{series.spacing[0]:g}" if series.spacing else "",
-        "slice_thickness": f"{series.thickness:g}" if series.thickness else "",
-        "z_min": f"{series.slices[0].z:g}", "z_max": f"{series.slices[-1].z:g}",
-        "dropped_slices": len(series.problems), "gaps": len(series.warnings)}
+        "pixel_spacing": _exact(series.spacing[0]),
+        "slice_thickness": _exact(series.thickness) if series.thickness else "",
+        "z_min": _exact(series.slices[0].z), "z_max": _exact(series.slices[-1].z),
+        "dropped_slices": len(series.problems), "gaps": len(series.gaps),
+        "orientation": json.dumps([float(v) for v in series.orientation]),
+        "pixel_spacing_col": _exact(series.spacing[1])}
 
 
 def slice_rows(series):
     """The slices.csv rows of one CT series, in z order."""
-    return ({"series_uid": series.series_uid, "slice_index": i, "z": f"{h.z:g}",
-             "sop_uid": h.sop_uid, "instance_number": h.instance_number, "path": h.path}
+    return ({"series_uid": series.series_uid, "slice_index": i, "z": _exact(h.z),
+             "sop_uid": h.sop_uid, "instance_number": h.instance_number, "path": h.path,
+             "position_x": _exact(h.position[0]), "position_y": _exact(h.position[1])}
             for i, h in enumerate(series.slices))
 
 
@@ -156,7 +174,7 @@ def run(root, work, workers=1, force=False, png=False):
               "CT series": len(ct), "slices": sum(len(s.slices) for s in ct),
               "series with XML": sum(1 for s in ct if s.series_uid in xml),
               "series without XML": sum(1 for s in ct if s.series_uid not in xml),
-              "series with gaps in z": sum(1 for s in ct if s.warnings)}
+              "series with gaps in z": sum(1 for s in ct if s.gaps)}
     if png:
         jobs = [(str(work / "png" / s.patient_id / s.series_uid), [h.path for h in s.slices])
                 for s in ct]
