@@ -19,6 +19,7 @@ from lidc.reads import header_uids, parse_read
 from lidc.records import CLASS_NAMES
 from lidc.resume import Parts, file_stat, fingerprint
 from lidc.stages import StageResult, write_skipped
+from lidc.stages.index import read_index
 from lidc.workers import Unit, parallel_map, run_units
 
 CSV_COLUMNS = ["mark_id", "patient_id", "series_uid", "reader", "radiologist_id", "label",
@@ -80,18 +81,17 @@ def index_units(work):
     for r in read_csv(slices_path):
         by_series[r["series_uid"]].append(r)
     units, skipped = [], []
-    for row in read_csv(index_path):
-        if not row["xml"]:
-            skipped.append((row["folder"], f"series {row['series_uid']} has no XML read"))
+    for row in read_index(work):
+        if not row.xml:
+            skipped.extend((folder, f"series {row.series_uid} has no XML read")
+                           for folder in row.folders)
             continue
-        slices = by_series[row["series_uid"]]
+        slices = by_series[row.series_uid]
         table = SliceTable(
             sop_uids=tuple(s["sop_uid"] for s in slices), z=tuple(float(s["z"]) for s in slices),
-            thickness=float(row["slice_thickness"] or TYPICAL_THICKNESS_MM),
-            spacing=float(row["pixel_spacing"] or TYPICAL_SPACING_MM),
-            shape=(int(row["rows"]), int(row["cols"])))
-        series = SeriesReads(row["patient_id"], row["series_uid"], tuple(row["xml"].split(";")),
-                             table)
+            thickness=row.thickness or TYPICAL_THICKNESS_MM,
+            spacing=row.spacing[0] or TYPICAL_SPACING_MM, shape=row.shape)
+        series = SeriesReads(row.patient_id, row.series_uid, row.xml, table)
         units.append(Unit(series.series_uid, _fingerprint(series), series))
     return units, skipped
 
