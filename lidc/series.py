@@ -189,7 +189,7 @@ def _numbers(path, values, keyword, count, positive=False):
                                         for v in numbers):
         kind = "positive finite number" if positive else "finite number"
         wanted = f"one {kind}" if count == 1 else f"{count} {kind}s"
-        raise LidcError(path, f"{keyword} {_shown(value)!r} is not {wanted}")
+        raise LidcError(path, f"{keyword} '{_shown(value)}' is not {wanted}")
     return numbers
 
 
@@ -203,7 +203,7 @@ def _integer(path, values, keyword, default=None):
     except (TypeError, ValueError):
         number = math.nan
     if not number.is_integer():
-        raise LidcError(path, f"{keyword} {_shown(value)!r} is not an integer")
+        raise LidcError(path, f"{keyword} '{_shown(value)}' is not an integer")
     return int(number)
 
 
