@@ -640,3 +640,17 @@ def test_a_file_that_cannot_be_opened_is_reported_as_such_even_as_root(tmp_path,
     assert (e.value.path, e.value.reason) == (str(path), "cannot open the file (Permission "
                                                          "denied): make it readable and run the "
                                                          "index again")
+
+
+def test_png_export_keeps_a_header_named_folder_inside_work(cohort, tmp_path):
+    """--png names its folders after PatientID and SeriesInstanceUID: a value with '/' or '..'
+    stays one folder inside WORK/png."""
+    root, work = cohort
+    for path in folder(root, 1).glob("*.dcm"):
+        edit(path, setting(PatientID="../../escape"))
+    assert index.main(["--root", str(root), "--work", str(work), "--workers", "1",
+                       "--png"]) == 0
+    pngs = sorted((work / "png" / "..%2F..%2Fescape" / series_uid(1)).glob("*.png"))
+    assert len(pngs) == len(Z)
+    assert not (tmp_path / "escape").exists() and not (work / "escape").exists()
+    assert len(list((work / "png").rglob("*.png"))) == len(Z) * 4

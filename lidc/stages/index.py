@@ -17,6 +17,7 @@ works: index.csv holds its lists of folders and XML files as JSON arrays (read t
 import json
 import os
 import stat
+import urllib.parse
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -298,6 +299,16 @@ def _typed(row):
         orientation=orientation)
 
 
+def _folder_name(text):
+    """A header value (PatientID, SeriesInstanceUID) as one folder name that stays inside its
+    parent: '/' and every other character a name cannot hold are percent-encoded (so two values
+    never share a name), '.' and '..' become %2E and %2E%2E, and an empty value '%'."""
+    name = urllib.parse.quote(text, safe=" -_.,;@+=()[]{}~", errors="surrogateescape")
+    if name in (".", ".."):
+        return name.replace(".", "%2E")
+    return name or "%"
+
+
 def export_png(job):
     """Writes one series' slices as lossless 8-bit lung-window PNGs (runs in a worker process);
     job is (folder, slice paths in z order). Returns how many were written."""
@@ -348,8 +359,8 @@ def run(root, work, workers=1, force=False, png=False):
               "series without XML": sum(1 for s in ct if s.series_uid not in xml),
               "series with gaps in z": sum(1 for s in ct if s.gaps)}
     if png:
-        jobs = [(str(work / "png" / s.patient_id / s.series_uid), [h.path for h in s.slices])
-                for s in ct]
+        jobs = [(str(work / "png" / _folder_name(s.patient_id) / _folder_name(s.series_uid)),
+                 [h.path for h in s.slices]) for s in ct]
         counts["PNG slices written"] = sum(parallel_map(export_png, jobs, workers, "png"))
     return StageResult(f"index: {work / 'index.csv'}, {work / 'slices.csv'}", counts, skipped,
                        write_skipped(work, "index", skipped))
