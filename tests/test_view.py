@@ -18,7 +18,7 @@ from tests import test_view_helpers as data
 from tools import view
 from training.viewer import content, models
 from training.viewer.server import Viewer
-from training.viewer.static import write_static
+from training.viewer.static import embed, write_static
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +166,14 @@ def test_slices_are_int16_little_endian_plain_or_packed():
     assert np.frombuffer(content.slice_bytes(hu), "<i2").tolist() == hu.ravel().tolist()
     packed = zlib.decompress(base64.b64decode(content.packed_slice(hu)))
     assert packed == content.slice_bytes(hu)
+
+
+def test_embedded_data_cannot_close_its_script_element():
+    data_ = {"reader": "</script><script>alert(1)</script>", "n": [1, 2]}
+    page = embed("<head><!--VIEWER-DATA--></head>", data_)
+    inside = page.split('type="application/json">', 1)[1].rsplit("</script>", 1)[0]
+    assert "</" not in inside and "<" not in inside
+    assert json.loads(inside) == data_
 
 
 def test_runs_are_offered_when_they_hold_a_model(tmp_path):
