@@ -148,6 +148,10 @@ def typed_options(build_parser, argv):
 
 def run(main, argv=None):
     """Runs `main(argv)`; turns a LidcError into a one-line message and exit code 1."""
+    # File and reader names may hold bytes that are not UTF-8: printed escaped, never an error.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         code = main(argv)
     except LidcError as e:

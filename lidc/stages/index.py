@@ -167,20 +167,8 @@ def folder_units(root):
     units = []
     for folder in folders:
         stats = [(n, *file_stat(os.path.join(folder.path, n))) for n in folder.names]
-        units.append(Unit(_unit_key(folder.path), fingerprint(stats, decoders, HEADER_VERSION),
-                          folder))
+        units.append(Unit(folder.path, fingerprint(stats, decoders, HEADER_VERSION), folder))
     return units, skipped
-
-
-def _unit_key(path):
-    """The folder's path as the key of its stored result. A name that is not UTF-8 (decoded with
-    surrogate escapes) cannot name a part file (lidc.resume hashes the key as UTF-8): its bytes
-    in hex stand in; absolute paths start with '/', so no two folders share a key."""
-    try:
-        path.encode()
-        return path
-    except UnicodeEncodeError:
-        return "bytes:" + os.fsencode(path).hex()
 
 
 def collect(parts, units):
