@@ -111,20 +111,26 @@ def exclusive(folder, advice):
     crashed run never leaves a stale lock behind. A second open of the file in the same process
     is refused too (flock belongs to the open file). A process forked meanwhile (a worker) does not
     keep the lock: it would hold it for as long as it lives.
+
+    Raises:
+      LidcError: the folder is in use, or cannot be used at all (a file stands in its place or
+        in its path, a folder in place of its lock file, it cannot be created or written, its
+        file system has no locks), each with what to do.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    f = open(folder / ".lock", "a+")
+    f = _open_lock(folder)
     _held.add(f)
     try:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise
+                raise LidcError(folder, f"cannot be locked ({e.strerror}): its file system "
+                                        "may not support locks; choose a local folder") from None
             f.seek(0)
             holder = f.read().strip() or "another process"
             raise LidcError(folder, f"in use by {holder}; {advice}") from None
+        _check_writable(folder)
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()}\n")
@@ -133,6 +139,42 @@ def exclusive(folder, advice):
     finally:
         _held.discard(f)
         f.close()  # closing the file releases the lock
+
+
+def _open_lock(folder):
+    """FOLDER/.lock opened for the lock, FOLDER created if needed; LidcError naming the cause."""
+    _attempt(lambda: folder.mkdir(parents=True, exist_ok=True), folder, [
+        (FileExistsError, "is a file, not a folder: choose another folder, or move the file "
+                          "away"),
+        (NotADirectoryError, "cannot be created: part of its path is a file, not a folder; "
+                             "choose another folder"),
+        (OSError, "cannot be created ({}): choose a folder you can write to")])
+    return _attempt(lambda: open(folder / ".lock", "a+"), folder, [
+        (IsADirectoryError, "a folder named .lock stands where this project keeps its lock "
+                            "file: remove it (the lock file holds nothing but a process id)"),
+        (OSError, _NOT_WRITABLE)])
+
+
+_NOT_WRITABLE = "cannot be written ({}): make it writable or choose another folder"
+
+
+def _check_writable(folder):
+    # The lock file may already exist in a folder that has since become read-only (or a
+    # read-only mount): a stage would then fail at its first output, after all its work.
+    with _attempt(lambda: tempfile.TemporaryFile(dir=folder), folder,
+                  [(OSError, _NOT_WRITABLE)]):
+        pass
+
+
+def _attempt(action, folder, reasons):
+    """action(), with an OSError turned into LidcError(folder, reason): the reason of the first
+    (exception type, reason) in `reasons` that matches, '{}' in it replaced by the system's
+    message."""
+    try:
+        return action()
+    except OSError as e:
+        reason = next(text for kind, text in reasons if isinstance(e, kind))
+        raise LidcError(folder, reason.format(e.strerror)) from None
 
 
 _held = set()  # the lock files this process holds
@@ -149,8 +191,14 @@ os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
 def write_csv(path, rows, fieldnames):
-    """Writes dict rows to a CSV atomically; None becomes an empty cell."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+    """Writes dict rows to a CSV atomically; None becomes an empty cell.
+
+    UTF-8, with surrogate escapes written back as the bytes they stand for: a file name that
+    is not UTF-8 (Python decodes such names with surrogateescape) is written as it is on disk,
+    and `read_csv` gives back the same string, so the path still opens the file.
+    """
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8",
+                                        errors="surrogateescape") as f:
         # csv.writer on lists: DictWriter's per-row checks doubled the time of a large table.
         writer = csv.writer(f)
         writer.writerow(fieldnames)
@@ -159,8 +207,9 @@ def write_csv(path, rows, fieldnames):
 
 
 def read_csv(path):
-    """Reads a CSV written by `write_csv` into a list of dicts of strings."""
-    with open(path, newline="") as f:
+    """Reads a CSV written by `write_csv` into a list of dicts of strings (bytes that are not
+    UTF-8 come back as surrogate escapes, as Python decodes file names)."""
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
         return list(csv.DictReader(f))
 
 

@@ -108,18 +108,49 @@ class PatchOrigin:
 
 @dataclass
 class SliceHeader:
-    """What the index needs of one DICOM file, read without its pixels."""
+    """What the index needs of one DICOM file, read without its pixels.
+
+    For a CT slice every value that decides HU, geometry or order has been checked where the
+    header was read (lidc.series.read_header): position is 3 finite numbers (DICOM
+    ImagePositionPatient, mm), orientation the 6 direction cosines of an axial slice
+    (ImageOrientationPatient: the row direction, then the column direction), spacing the 2
+    positive finite PixelSpacing values (mm between rows, mm between columns), slope and
+    intercept the rescale to HU. A slice of another modality is only identified (its series is
+    refused as a whole): its geometry and rescale are None.
+    """
     path: str
     modality: str
     patient_id: str
     study_uid: str
     series_uid: str
     sop_uid: str
-    z: float | None
+    position: tuple | None
     instance_number: int
-    spacing: tuple
+    spacing: tuple | None
     thickness: float | None
     shape: tuple
+    orientation: tuple | None = None
+    slope: float | None = None
+    intercept: float | None = None
+
+    @property
+    def z(self):
+        """The z of ImagePositionPatient (mm), which orders the slices; None when unknown."""
+        return self.position[2] if self.position is not None else None
+
+    def world(self, row, col):
+        """(x, y, z) in mm, in the DICOM patient frame (LUNA16's world coordinates), of the
+        pixel at (row, col) of this slice (0-based, fractional allowed).
+
+        ImagePositionPatient is the centre of pixel (0, 0); moving along a row (col + 1) goes
+        PixelSpacing[1] mm along the row direction, moving down a column (row + 1) goes
+        PixelSpacing[0] mm along the column direction. A flipped or transposed image is
+        therefore placed right.
+        """
+        x_dir, y_dir = np.asarray(self.orientation[:3]), np.asarray(self.orientation[3:])
+        point = (np.asarray(self.position) + col * self.spacing[1] * x_dir
+                 + row * self.spacing[0] * y_dir)
+        return tuple(float(v) for v in point)
 
 
 @dataclass
@@ -132,12 +163,18 @@ class Series:
     slices: list
     folders: list
     problems: list = field(default_factory=list)  # (path, reason) of dropped files
-    warnings: list = field(default_factory=list)  # (path, reason) of kept oddities
+    gaps: list = field(default_factory=list)  # (path, reason) of gaps in z (kept)
+    warnings: list = field(default_factory=list)  # (path, reason) of kept oddities to report
 
     @property
     def spacing(self):
         """(row, col) pixel spacing in mm of the series' slices."""
         return self.slices[0].spacing if self.slices else None
+
+    @property
+    def orientation(self):
+        """ImageOrientationPatient of the series' slices (6 direction cosines; all agree)."""
+        return self.slices[0].orientation if self.slices else None
 
     @property
     def shape(self):

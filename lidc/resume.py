@@ -42,7 +42,9 @@ class Parts:
             shutil.rmtree(self.folder)
 
     def _path(self, key):
-        return self.folder / (hashlib.sha1(key.encode()).hexdigest()[:20] + ".pkl")
+        # A key may hold a file name that is not UTF-8 (decoded with surrogate escapes).
+        digest = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()
+        return self.folder / (digest[:20] + ".pkl")
 
     def load(self, key, fp):
         """The stored result of `key` if its fingerprint is `fp`, else None."""

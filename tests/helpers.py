@@ -1,7 +1,9 @@
-"""Small inputs the tests build themselves: CT slices from pydicom's real CT_small.dcm, LIDC XML;
-and a lock held by another process."""
+"""Small inputs the tests build themselves: CT slices from pydicom's real CT_small.dcm (in any
+storage and transfer syntax), LIDC XML, folders nested past the path limit; and a lock held by
+another process."""
 import contextlib
 import copy
+import os
 import subprocess
 import sys
 
@@ -113,3 +115,53 @@ def lock_held_elsewhere(imports, lock):
     finally:
         holder.kill()
         holder.wait()
+
+
+def store(ds, stored, slope=1, intercept=-1024):
+    """Puts the array `stored` (int16, uint16, int8, uint8, int32 or uint32) into `ds` as its
+    pixels, with the header that describes them and the rescale to HU."""
+    stored = np.asarray(stored)
+    ds.Rows, ds.Columns = stored.shape
+    ds.BitsAllocated = ds.BitsStored = stored.dtype.itemsize * 8
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = int(stored.dtype.kind == "i")
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    if "PixelPaddingValue" in ds:  # CT_small.dcm's, an SS: gone unless a test sets its own
+        del ds.PixelPaddingValue
+    ds.PixelData = stored.astype(stored.dtype.newbyteorder("<")).tobytes()
+    ds["PixelData"].VR = "OW" if stored.dtype.itemsize > 1 else "OB"
+    return ds
+
+
+def save_encoded(ds, path, syntax):
+    """Writes `ds` in the transfer syntax `syntax` (implicit or explicit VR, little or big
+    endian, deflated), with its pixel bytes in that byte order."""
+    ds.file_meta.TransferSyntaxUID = syntax
+    if not syntax.is_little_endian:
+        bits = ds.BitsAllocated
+        dtype = np.dtype(f"{'i' if ds.PixelRepresentation else 'u'}{bits // 8}")
+        pixels = np.frombuffer(ds.PixelData, dtype.newbyteorder("<"))
+        ds.PixelData = pixels.astype(dtype.newbyteorder(">")).tobytes()
+    pydicom.dcmwrite(path, ds, implicit_vr=syntax.is_implicit_VR,
+                     little_endian=syntax.is_little_endian, force_encoding=True)
+    return path
+
+
+def make_deep_folder(parent, depth, name="d" * 250):
+    """Makes folders `name` nested `depth` deep under `parent` (their path may pass the system's
+    limit, so they are made relative to open folders) and writes a file `1.dcm` in the deepest
+    with the bytes of CT_small.dcm. Returns the path of the first of them."""
+    data = open(get_testdata_file("CT_small.dcm"), "rb").read()
+    fd = os.open(parent, os.O_RDONLY)
+    try:
+        for _ in range(depth):
+            os.mkdir(name, dir_fd=fd)
+            inner = os.open(name, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        out = os.open("1.dcm", os.O_WRONLY | os.O_CREAT, dir_fd=fd)
+        os.write(out, data)
+        os.close(out)
+    finally:
+        os.close(fd)
+    return os.path.join(parent, name)

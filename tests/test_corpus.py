@@ -25,6 +25,7 @@ from lidc import reads, series as dicom
 from lidc import manifest
 from lidc.io import read_csv
 from lidc.records import OUTSIDE, SMALL_NODULE, UNMATCHED
+from lidc.stages.index import read_index
 from tests.helpers import lidc_xml, sop_uid, square, write_slice
 from tools import annotations, cli, crop, dataset, index
 
@@ -491,8 +492,8 @@ def test_two_xml_files_for_one_series_both_count(good, cohort, trap):
     second_read_of_patient4(lidc_xml([[panel]], series_uid(4)))(root, trap)
     run_stages(root, work)
     out = Outputs(root, work)
-    [row] = [r for r in read_csv(work / "index.csv") if r["series_uid"] == series_uid(4)]
-    assert row["xml"].split(";") == [str(xml_path(root, 4)), str(folder(root, 4) / "zz.xml")]
+    [row] = [r for r in read_index(work) if r.series_uid == series_uid(4)]
+    assert row.xml == (str(xml_path(root, 4)), str(folder(root, 4) / "zz.xml"))
     assert [(r["reader"], r["status"]) for r in out.annotations if r["nodule_id"] == "panel"] \
         == [("zz:0", "")]
     assert_same_outputs(good, _without_new_marks(out, good))

@@ -51,7 +51,7 @@ def exit_code(main, argv, capsys):
     (train.main, ["--net", "lenet5", "--batch-size", "0"], "--batch-size: must be at least 1"),
     (train.main, ["--net", "lenet5", "--lr", "nan"], "--lr: 'nan' is not a finite number"),
     (train.main, ["--net", "lenet5", "--lr", "0"], "--lr: must be over 0, not 0"),
-    (train.main, ["--net", "lenet5", "--stop-accuracy", "1.2"], "--stop-accuracy: must be"),
+    (train.main, ["--net", "lenet5", "--stop-accuracy", "1.2"], "--stop-threshold: must be"),
     (train.main, ["--net", "lenet5", "--eval-every", "0"], "--eval-every: must be at least 1"),
     (train.main, ["--net", "lenet5", "--resume", "--force"], "give one of them"),
     (compare.main, ["--sizes", "ten,20"], "--sizes: 'ten' is not an integer"),

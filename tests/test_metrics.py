@@ -91,4 +91,44 @@ def test_report_per_class_macro_and_table():
     # positives beat none and tie 11 low (5.5 each): (5 * 11.5 + 3 * 5.5) / 96.
     assert report["per_class"]["a"]["auc"] == pytest.approx((5 * 11.5 + 3 * 5.5) / 96)
     text = metrics.table(report)
-    assert "macro average" in text and "accuracy: 0.750 on 20 patches" in text
+    assert "macro average" in text and "accuracy: 0.750, balanced accuracy" in text
+    assert "on 20 patches" in text
+    assert report["balanced_accuracy"] == pytest.approx((5 / 8 + 3 / 4 + 7 / 8) / 3)
+
+
+def test_balanced_accuracy_of_always_answering_one_class_is_chance():
+    confusion = np.array([[90, 0, 0], [7, 0, 0], [3, 0, 0]])
+    assert metrics.accuracy(confusion) == pytest.approx(0.9)
+    assert metrics.balanced_accuracy(confusion) == pytest.approx(1 / 3)
+    assert metrics.balanced_accuracy(np.array([[4, 1], [0, 0]])) == pytest.approx(0.8)
+
+
+def test_headline_figures_agree_with_scikit_learn():
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(5)
+    labels = rng.choice(3, size=200, p=[0.6, 0.15, 0.25])
+    probabilities = rng.dirichlet([1, 1, 1], size=200) + np.eye(3)[labels] * 0.4
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    got = metrics.headline(labels, probabilities)
+    predicted = probabilities.argmax(1)
+    assert got["accuracy"] == pytest.approx(sklearn_metrics.accuracy_score(labels, predicted))
+    assert got["balanced_accuracy"] == pytest.approx(
+        sklearn_metrics.balanced_accuracy_score(labels, predicted))
+    assert got["macro_f1"] == pytest.approx(sklearn_metrics.f1_score(labels, predicted,
+                                                                     average="macro"))
+    assert got["macro_auc"] == pytest.approx(sklearn_metrics.roc_auc_score(
+        labels, probabilities, multi_class="ovr", average="macro"))
+
+
+def test_a_lesion_is_the_mean_of_its_patches_and_the_majority_of_their_labels():
+    labels = np.array([0, 0, 2, 1, 1, 2, 0])
+    lesions = np.array([5, 5, 5, 9, 9, 7, 7])
+    probabilities = np.array([[0.8, 0.1, 0.1], [0.6, 0.2, 0.2], [0.1, 0.1, 0.8],
+                              [0.2, 0.7, 0.1], [0.4, 0.5, 0.1], [0.3, 0.3, 0.4],
+                              [0.5, 0.2, 0.3]])
+    lesion_labels, mean, ids = metrics.by_lesion(labels, probabilities, lesions)
+    assert ids.tolist() == [5, 7, 9]
+    # Lesion 7's two patches say 2 and 0: the tie goes to the nodule >= 3 mm.
+    assert lesion_labels.tolist() == [0, 0, 1]
+    np.testing.assert_allclose(mean[0], [0.5, 0.4 / 3, 1.1 / 3])
+    np.testing.assert_allclose(mean[2], [0.3, 0.6, 0.1])

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
+from lidc.stages.index import read_index
 from lidc.synthetic import write_cohort
 from tests.helpers import lock_held_elsewhere
 from tools import annotations, cli, crop, dataset, index, preprocess
@@ -45,8 +46,8 @@ def expected_patches(root):
 
 def test_counts_agree_from_stage_to_stage(cohort):
     root, work = cohort
-    series = rows(work / "index.csv")
-    assert len(series) == 5 and all(r["xml"] for r in series)
+    series = read_index(work)
+    assert len(series) == 5 and all(r.xml for r in series)
     marks = rows(work / "annotations.csv")
     placed = [r for r in marks if not r["status"]]
     patches = rows(work / "patches" / "patches.csv")

@@ -78,7 +78,7 @@ def test_gap_in_z_is_reported_not_dropped(tmp_path):
     write_series(tmp_path, [0.0, 2.5, 5.0, 12.5, 15.0])
     (s,) = dicom.group_series(dicom.read_headers(sorted(tmp_path.iterdir()))[0])
     assert len(s.slices) == 5
-    assert len(s.warnings) == 1 and "gap in z" in s.warnings[0][1]
+    assert len(s.gaps) == 1 and "gap in z" in s.gaps[0][1]
 
 
 def test_odd_pixel_spacing_slice_is_dropped(tmp_path):

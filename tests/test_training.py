@@ -321,3 +321,57 @@ def test_resume_with_lenet5_ends_with_the_uninterrupted_weights(tmp_path, determ
     assert a.keys() == b.keys()
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+# Imbalance: class weights, the balanced sampler, the stop metric -------------------------------
+
+def test_balanced_class_weights_make_every_class_add_the_same_to_the_loss():
+    from training.loop import balanced_weights
+
+    labels = np.array([0] * 60 + [1] * 10 + [2] * 30)
+    weights = balanced_weights(labels, 3)
+    np.testing.assert_allclose(weights, [100 / 180, 100 / 30, 100 / 90])
+    totals = np.bincount(labels, minlength=3) * weights
+    np.testing.assert_allclose(totals, totals[0])
+    np.testing.assert_allclose(balanced_weights(np.array([0, 0, 2]), 3), [0.75, 1, 1.5])
+
+
+def test_class_weights_scale_each_example_loss_by_its_class():
+    with tf.Graph().as_default():
+        model = model_lib.build(tiny_net, (16, 16, 1), 3, seed=0, class_weights=[1.0, 4.0, 0.5])
+        plain = model_lib._losses(model.labels, model.logits)[0]
+        x, labels = blobs(6)
+        feed = {model.images: x, model.labels: np.eye(3, dtype=np.float32)[labels]}
+        with v1.Session() as session:
+            session.run(v1.global_variables_initializer())
+            weighted, unweighted = session.run([model.losses, plain], feed)
+    np.testing.assert_allclose(weighted, unweighted * np.array([1.0, 4.0, 0.5])[labels],
+                               rtol=1e-6)
+
+
+def test_the_balanced_sampler_draws_classes_equally_and_is_a_function_of_seed_and_step():
+    labels = np.array([0] * 90 + [1] * 4 + [2] * 6)
+    plan = batches.plan_for(labels, batch_size=30, seed=2, sampler="balanced")
+    drawn = np.concatenate([labels[batches.balanced_indices(plan.class_rows, 30, 2, s)]
+                            for s in range(200)])
+    shares = np.bincount(drawn, minlength=3) / len(drawn)
+    np.testing.assert_allclose(shares, 1 / 3, atol=0.02)
+    np.testing.assert_array_equal(batches.balanced_indices(plan.class_rows, 30, 2, 7),
+                                  batches.balanced_indices(plan.class_rows, 30, 2, 7))
+    assert batches.plan_for(labels, 30, 2).class_rows is None  # uniform: epochs of shuffles
+
+
+def test_the_stop_metric_decides_the_threshold_and_the_best_checkpoint(work):
+    config = train_config(work, stop_metric="balanced_accuracy", stop_accuracy=0.5,
+                          min_steps=5, max_steps=60, eval_every=10, class_weights="balanced",
+                          sampler="balanced")
+    metrics = runner.run_training(config, builder=tiny_net, hooks=Hooks(log=lambda *a: None))
+    history = metrics["history"]
+    assert all("val_balanced_accuracy" in h and "val_macro_auc" in h for h in history)
+    best = max(history, key=lambda h: (h["val_balanced_accuracy"], -h["step"]))
+    assert metrics["best"]["step"] == best["step"]
+    assert metrics["best"]["metric"] == "balanced_accuracy"
+    if metrics["stop_reason"] == rules.THRESHOLD:
+        assert history[-1]["val_balanced_accuracy"] > 0.5 and history[-1]["step"] > 5
+    else:
+        assert all(h["val_balanced_accuracy"] <= 0.5 for h in history if h["step"] > 5)

@@ -147,14 +147,15 @@ def add_training_options(p, leave_out=()):
     for option in OPTIONS:
         if option.name in leave_out:
             continue
+        flags = (option.flag, *option.aliases)
         if option.type is bool:
-            group.add_argument(option.flag, action="store_true", help=option.help)
+            group.add_argument(*flags, action="store_true", help=option.help)
         elif option.type is str:
-            group.add_argument(option.flag, default=option.default, choices=option.choices,
+            group.add_argument(*flags, default=option.default, choices=option.choices,
                                help=option.help)
         else:
             low, high = option.bounds
-            group.add_argument(option.flag, default=option.default, help=option.help,
+            group.add_argument(*flags, default=option.default, help=option.help,
                                type=number(option.type, low, high, *option.open_ends))
     return group
 
@@ -171,6 +172,10 @@ def typed_options(build_parser, argv):
 
 def run(main, argv=None):
     """Runs `main(argv)`; turns a LidcError into a one-line message and exit code 1."""
+    # File and reader names may hold bytes that are not UTF-8: printed escaped, never an error.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         code = main(argv)
     except LidcError as e:

@@ -5,13 +5,18 @@ a generator seeded by (seed, epoch), cut into consecutive batches; the augmentat
 drawn from a generator seeded by (seed, step). A run resumed at step S therefore sees exactly the
 batches the uninterrupted run saw from step S on.
 
+With the balanced sampler each slot of a batch draws its class uniformly, then a row of that
+class, from a generator seeded by (seed, step): the same purity, classes seen equally often.
+
 Usage:
-  with Prefetcher(lambda step: make_batch(x, y, step, 16, seed=0), start=0) as batches:
+  plan = plan_for(labels, batch_size=16, seed=0)
+  with Prefetcher(lambda step: make_batch(x, y, step, plan), start=0) as batches:
     for step in range(start, max_steps):
       images, labels = batches.get(step)
 """
 import queue
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -66,12 +71,47 @@ def augment(images, seed, step):
     return out
 
 
-def make_batch(images, labels, step, batch_size, seed, augmented=False):
-    """The (images, labels) batch of global step `step`; see `batch_indices` and `augment`."""
-    rows = batch_indices(len(images), batch_size, seed, step)
+@dataclass(frozen=True)
+class Plan:
+    """How a run draws its batches.
+
+    batch_size, seed: as the run's options.
+    augment: rotate and flip each image (see `augment`).
+    class_rows: for the balanced sampler, the training rows of each class present (tuple of
+      int arrays); None for the uniform sampler (epochs of shuffled rows).
+    """
+    batch_size: int
+    seed: int
+    augment: bool = False
+    class_rows: tuple = None
+
+
+def plan_for(labels, batch_size, seed, augment=False, sampler="uniform"):
+    """The Plan of a run whose training labels are `labels`."""
+    class_rows = None
+    if sampler == "balanced":
+        class_rows = tuple(np.flatnonzero(labels == c) for c in np.unique(labels))
+    return Plan(batch_size, seed, augment, class_rows)
+
+
+def balanced_indices(class_rows, batch_size, seed, step):
+    """The rows of a balanced batch: each slot's class drawn uniformly among the classes
+    present, then a row of that class (with replacement), from a generator seeded by
+    (seed, step), so a resumed run draws the same batches."""
+    rng = np.random.default_rng([seed, step, 2])
+    classes = rng.integers(0, len(class_rows), size=batch_size)
+    return np.array([class_rows[c][rng.integers(0, len(class_rows[c]))] for c in classes])
+
+
+def make_batch(images, labels, step, plan):
+    """The (images, labels) batch of global step `step` under `plan`."""
+    if plan.class_rows is None:
+        rows = batch_indices(len(images), plan.batch_size, plan.seed, step)
+    else:
+        rows = balanced_indices(plan.class_rows, plan.batch_size, plan.seed, step)
     x = images[rows]
-    if augmented:
-        x = augment(x, seed, step)
+    if plan.augment:
+        x = augment(x, plan.seed, step)
     return x, labels[rows]
 
 

@@ -14,7 +14,7 @@ from lidc.io import write_csv
 from training import data, plots
 from training.evaluation import evaluate_run
 from training.loop import Hooks
-from training.options import COMPARED
+from training.options import COMPARED, DEFAULTS
 from training.rundir import run_folder
 from training.runner import display_name, run_training
 
@@ -73,7 +73,7 @@ def run_comparison(options, grid, hooks=Hooks()):
 def _compared_run(options, grid, net, size, hooks, say):
     """Trains (or reuses) and evaluates one run of the grid; returns its compare.csv row."""
     name = grid.run_name(net, size)
-    config = {**options, "net": net, "name": name, "train_size": size,
+    config = {**DEFAULTS, **options, "net": net, "name": name, "train_size": size,
               "dataset": data.dataset_digest(options["work"] / "dataset")}
     run_dir = run_folder(options["runs"], name)
     finished = not grid.force and run_dir.finished()

@@ -38,12 +38,19 @@ def evaluate_run(runs, name, work, batch_size=256, log=print):
             probabilities = predictor.predict(test.x, batch_size)
         names = class_names(probabilities.shape[1])
         report = metrics.report(test.label, probabilities, names)
+        if "lesion_id" in test.columns:
+            lesion_labels, lesion_probabilities, _ = metrics.by_lesion(
+                test.label, probabilities, test.columns["lesion_id"])
+            report["lesion"] = {**metrics.report(lesion_labels, lesion_probabilities, names),
+                                "unit": "lesion"}
         step = re.search(r"-(\d+)$", prefix)
         report.update(run=name, checkpoint=prefix, step=int(step.group(1)) if step else None,
                       test_set=test.path)
         write_json(run_dir.eval / "metrics.json", report)
         _plots(run_dir, report, names)
-    log(f"{name}: {len(test)} test patches, checkpoint {prefix}\n{metrics.table(report)}")
+    lesion = f"\nper lesion (mean of its patches):\n{metrics.table(report['lesion'])}" \
+        if "lesion" in report else ""
+    log(f"{name}: {len(test)} test patches, checkpoint {prefix}\n{metrics.table(report)}{lesion}")
     return report
 
 

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from lidc.errors import LidcError
 from lidc.io import write_json
-from training import batches, model as model_lib, rules
+from training import batches, metrics, model as model_lib, rules
 from training.options import DEFAULTS, KEEP_CHECKPOINTS
 from training.rundir import RunDir
 
@@ -76,6 +76,7 @@ class _State:
     step: int
     history: list
     fresh: bool
+    metric: str = "accuracy"
 
     @property
     def seconds(self):
@@ -84,11 +85,28 @@ class _State:
 
     @property
     def best(self):
-        """The earliest evaluation with the highest accuracy: the one the best checkpoint
+        """The earliest evaluation with the highest stop metric: the one the best checkpoint
         holds (None before the first)."""
         if not self.history:
             return None
-        return max(self.history, key=lambda h: (h["val_accuracy"], -h["step"]))
+        return max(self.history, key=lambda h: (stop_value(h, self.metric), -h["step"]))
+
+
+def stop_value(evaluation, metric):
+    """The evaluation's validation figure `metric`; -inf where it is undefined (an AUC without
+    both classes, or a history written before the figure was recorded)."""
+    value = evaluation.get(f"val_{metric}")
+    return -math.inf if value is None else value
+
+
+def balanced_weights(labels, num_classes):
+    """N / (K n_c) for each class c present among the training labels (1 for a class absent),
+    so that every class adds as much to the loss as the others."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.ones(num_classes)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights
 
 
 @dataclass
@@ -117,10 +135,13 @@ def train(builder, datasets, run_dir, config, hooks=Hooks(), device=None):
       the final metrics.json content (dict).
     """
     config = {**DEFAULTS, **config}
+    num_classes = datasets.train.y.shape[1]
+    weights = (balanced_weights(datasets.train.label, num_classes)
+               if config["class_weights"] == "balanced" else None)
     graph = tf.Graph()
     with graph.as_default():
-        model = model_lib.build(builder, datasets.train.x.shape[1:], datasets.train.y.shape[1],
-                                seed=config["seed"])
+        model = model_lib.build(builder, datasets.train.x.shape[1:], num_classes,
+                                seed=config["seed"], class_weights=weights)
         with v1.Session(graph=graph, config=model_lib.session_config()) as session:
             trainer = Trainer(session, model, RunDir(run_dir), config, hooks)
             return trainer.run(datasets, device)
@@ -162,15 +183,17 @@ class Trainer:
     def _start(self):
         """Initialises the variables or restores the latest checkpoint; returns the state."""
         latest = tf.train.latest_checkpoint(str(self.run_dir.ckpt))
+        metric = self.config["stop_metric"]
         if latest is None:
             self.session.run(v1.global_variables_initializer())
-            return _State(0, [], fresh=True)
+            return _State(0, [], fresh=True, metric=metric)
         self.latest_saver.restore(self.session, latest)
         step = int(self.session.run(self.model.global_step))
         history = (self.run_dir.read_metrics().get("history", [])
                    if self.run_dir.metrics.is_file() else [])
         # Evaluations recorded after the checkpoint are redone, exactly as they were first done.
-        return _State(step, [h for h in history if h["step"] <= step], fresh=False)
+        return _State(step, [h for h in history if h["step"] <= step], fresh=False,
+                      metric=metric)
 
     def _open_writers(self):
         writers = _Writers(
@@ -199,9 +222,12 @@ class Trainer:
         return self._stop_reason(history[-1])
 
     def _stop_reason(self, evaluation):
-        c = self.config
-        return rules.stop_reason(evaluation["step"], evaluation["val_accuracy"],
-                                 [h["val_loss"] for h in self.state.history],
+        c, metric = self.config, self.state.metric
+        # Patience watches the validation loss with the paper's accuracy rule, else the stop
+        # metric itself (negated: the rule counts evaluations without a lower value).
+        watched = [h["val_loss"] if metric == "accuracy" else -stop_value(h, metric)
+                   for h in self.state.history]
+        return rules.stop_reason(evaluation["step"], stop_value(evaluation, metric), watched,
                                  rules.StopRule(c["min_steps"], c["stop_accuracy"],
                                                 c["max_steps"], c["patience"]))
 
@@ -213,9 +239,11 @@ class Trainer:
     def _train_until_stop(self, datasets, bar, writers):
         config, state = self.config, self.state
 
+        plan = batches.plan_for(datasets.train.label, config["batch_size"], config["seed"],
+                                config["augment"], config["sampler"])
+
         def make(step):
-            return batches.make_batch(datasets.train.x, datasets.train.y, step,
-                                      config["batch_size"], config["seed"], config["augment"])
+            return batches.make_batch(datasets.train.x, datasets.train.y, step, plan)
 
         with batches.Prefetcher(make, start=state.step) as feed:
             while True:
@@ -274,10 +302,12 @@ class Trainer:
         """The evaluation record of the history: the interval's training figures and the
         validation loss and accuracy."""
         model, val = self.model, datasets.val
-        losses, correct = model_lib.run_in_batches(
-            self.session, [model.losses, model.correct], {model.images: val.x, model.labels: val.y})
+        losses, correct, probabilities = model_lib.run_in_batches(
+            self.session, [model.losses, model.correct, model.probabilities],
+            {model.images: val.x, model.labels: val.y})
         if not np.isfinite(losses).all():
             self._diverged(f"the validation loss is not finite at step {self.state.step}")
+        figures = metrics.headline(val.label, probabilities)
         per_epoch = batches.steps_per_epoch(len(datasets.train.x), self.config["batch_size"])
         return {
             "step": self.state.step,
@@ -286,6 +316,8 @@ class Trainer:
             "train_accuracy": interval["train_accuracy"],
             "val_loss": float(losses.mean()),
             "val_accuracy": float(correct.mean()),
+            **{f"val_{name}": figures[name]
+               for name in ("balanced_accuracy", "macro_f1", "macro_auc")},
             "lr": interval["lr"],
             "images_per_second": interval["images_per_second"],
             "seconds": self.state.seconds + interval["seconds"],
@@ -309,8 +341,10 @@ class Trainer:
             "finished": reason is not None,
             "stop_reason": reason,
             "step": state.step,
-            "best": None if best is None else {k: best[k] for k in ("step", "val_accuracy",
-                                                                    "val_loss")},
+            "best": None if best is None else {
+                "step": best["step"], "val_accuracy": best["val_accuracy"],
+                "val_loss": best["val_loss"], "metric": state.metric,
+                "value": best.get(f"val_{state.metric}")},
             "train_seconds": state.seconds,
             "device": self.device,
             "history": state.history,

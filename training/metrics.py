@@ -83,6 +83,57 @@ def _mean(values):
     return float(values.mean()) if len(values) else float("nan")
 
 
+def balanced_accuracy(confusion):
+    """The mean recall over the classes present (scikit-learn's balanced_accuracy_score): 1/K
+    for a classifier that always answers one class, whatever the imbalance."""
+    support = confusion.sum(axis=1)
+    present = support > 0
+    return float((np.diag(confusion)[present] / support[present]).mean()) if present.any() \
+        else 0.0
+
+
+# The figures a run can be judged and stopped by (training.options' --stop-metric).
+STOP_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
+
+
+def headline(labels, probabilities):
+    """{accuracy, balanced_accuracy, macro_f1, macro_auc} of probabilities against labels (the
+    macro AUC over the classes present on both sides; None when none is)."""
+    labels = np.asarray(labels, np.int64)
+    confusion = confusion_matrix(labels, probabilities.argmax(axis=1), probabilities.shape[1])
+    _, _, f1 = precision_recall_f1(confusion)
+    auc = _mean(one_vs_rest_auc(labels, probabilities))
+    return {"accuracy": accuracy(confusion), "balanced_accuracy": balanced_accuracy(confusion),
+            "macro_f1": float(f1[confusion.sum(axis=1) > 0].mean()) if confusion.any() else 0.0,
+            "macro_auc": _json_float(auc)}
+
+
+# When the patches of one lesion carry different labels, the lesion takes the larger finding:
+# a nodule >= 3 mm before a non-nodule >= 3 mm before a nodule < 3 mm (lidc.dataset.TIE_ORDER).
+LESION_TIE_ORDER = (0, 2, 1)
+
+
+def by_lesion(labels, probabilities, lesion_ids):
+    """One row per lesion: its label (the majority of its patches' labels, ties to
+    LESION_TIE_ORDER) and its probabilities (the mean over its patches).
+
+    Returns:
+      (labels [L], probabilities [L, C], lesion ids [L]), lesions in increasing id.
+    """
+    lesion_ids = np.asarray(lesion_ids)
+    ids, owner = np.unique(lesion_ids, return_inverse=True)
+    sums = np.zeros((len(ids), probabilities.shape[1]))
+    np.add.at(sums, owner, probabilities)
+    mean = sums / np.bincount(owner, minlength=len(ids))[:, None]
+    votes = np.zeros((len(ids), probabilities.shape[1]), np.int64)
+    np.add.at(votes, (owner, np.asarray(labels)), 1)
+    rank = np.array([LESION_TIE_ORDER.index(c) if c in LESION_TIE_ORDER else c
+                     for c in range(probabilities.shape[1])])
+    lesion_labels = np.array([max(range(votes.shape[1]), key=lambda c: (row[c], -rank[c]))
+                              for row in votes])
+    return lesion_labels, mean, ids
+
+
 def report(labels, probabilities, class_names):
     """Every metric of a classifier's output, as a JSON-ready dict.
 
@@ -91,8 +142,8 @@ def report(labels, probabilities, class_names):
       probabilities: [N, C] predicted class probabilities.
       class_names: C names, in class order.
     Returns:
-      dict with n, accuracy, confusion (list of lists), per_class (name -> precision, recall, f1,
-      auc, support) and macro (precision, recall, f1, auc).
+      dict with n, accuracy, balanced_accuracy, confusion (list of lists), per_class (name ->
+      precision, recall, f1, auc, support) and macro (precision, recall, f1, auc).
     """
     labels = np.asarray(labels, np.int64)
     probabilities = np.asarray(probabilities)
@@ -103,6 +154,7 @@ def report(labels, probabilities, class_names):
     return {
         "n": int(len(labels)),
         "accuracy": accuracy(confusion),
+        "balanced_accuracy": balanced_accuracy(confusion),
         "class_names": list(class_names),
         "confusion": confusion.tolist(),
         "per_class": {
@@ -132,7 +184,9 @@ def table(rep):
     m = rep["macro"]
     lines.append(f"{'macro average':<{width}}     {cell(m['precision'])}  {cell(m['recall'])}  "
                  f"{cell(m['f1'])}  {cell(m['auc'])}  {rep['n']:7d}")
-    lines.append(f"accuracy: {rep['accuracy']:.3f} on {rep['n']} patches")
+    counted = "lesions" if rep.get("unit") == "lesion" else "patches"
+    lines.append(f"accuracy: {rep['accuracy']:.3f}, balanced accuracy "
+                 f"{rep['balanced_accuracy']:.3f} on {rep['n']} {counted}")
     lines.append("confusion (rows: true class, columns: predicted):")
     for name, row in zip(rep["class_names"], rep["confusion"]):
         lines.append(f"  {name:<{width}} " + " ".join(f"{v:6d}" for v in row))

@@ -65,7 +65,7 @@ class Model:
     variables: list
 
 
-def build(builder, image_shape, num_classes, seed=0):
+def build(builder, image_shape, num_classes, seed=0, class_weights=None):
     """Builds the training graph in the default graph.
 
     Args:
@@ -73,6 +73,8 @@ def build(builder, image_shape, num_classes, seed=0):
       image_shape: (height, width, channels) of one input.
       num_classes: number of classes.
       seed: the graph-level seed, which fixes the initial weights and every seeded random op.
+      class_weights: optional weight of each class in the loss (an example's cross-entropy is
+        multiplied by its class's weight); None: all 1.
     Returns:
       a Model.
     """
@@ -90,7 +92,7 @@ def build(builder, image_shape, num_classes, seed=0):
     # what the best checkpoint and the export need, a third of what Adam's slots add.
     variables = [v for v in v1.global_variables() if v is not global_step]
     probabilities = tf.nn.softmax(logits, name=SIGNATURE_OUTPUT)
-    losses, loss, total_loss = _losses(labels, logits)
+    losses, loss, total_loss = _losses(labels, logits, class_weights)
     correct = tf.cast(tf.equal(tf.argmax(logits, 1), tf.argmax(labels, 1)), tf.float32,
                       name="correct")
     return Model(builder=builder, image_shape=tuple(image_shape), num_classes=num_classes,
@@ -102,9 +104,13 @@ def build(builder, image_shape, num_classes, seed=0):
                  end_points=end_points, variables=variables)
 
 
-def _losses(labels, logits):
-    """(per-example cross-entropy, its mean, the mean plus any regularisation losses)."""
+def _losses(labels, logits, class_weights=None):
+    """(per-example cross-entropy (times its class's weight), its mean, the mean plus any
+    regularisation losses)."""
     losses = tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    if class_weights is not None:
+        weights = tf.constant(np.asarray(class_weights, np.float32), name="class_weights")
+        losses = losses * tf.reduce_sum(labels * weights, axis=1)
     losses = tf.identity(losses, name="losses")
     loss = tf.reduce_mean(losses, name="loss")
     regularization = v1.get_collection(v1.GraphKeys.REGULARIZATION_LOSSES)

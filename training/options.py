@@ -25,6 +25,7 @@ class Option:
     compared: bool = False
     bounds: tuple = (None, None)
     open_ends: tuple = (False, False)
+    aliases: tuple = ()
 
     @property
     def flag(self):
@@ -33,6 +34,8 @@ class Option:
 
 
 SCHEDULES = ("constant", "exponential", "cosine")
+# training.metrics.STOP_METRICS, spelled here so that this module stays free of numpy.
+STOP_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
 
 OPTIONS = (
     Option("batch_size", 16, "patches per step (paper: 16)", int, identity=True,
@@ -48,8 +51,12 @@ OPTIONS = (
            identity=True, bounds=(1, None)),
     Option("min_steps", 5000, "the accuracy threshold applies only past this step (paper: 5000)",
            int, compared=True, bounds=(0, None)),
-    Option("stop_accuracy", 0.90, "stop once validation accuracy is over this (paper: 0.90)",
-           float, compared=True, bounds=(0, 1)),
+    Option("stop_metric", "accuracy", "the validation figure that stops the run (with "
+           "--stop-threshold), picks the best checkpoint and, unless it is accuracy, is watched "
+           "by --patience (accuracy: the paper's)", str, STOP_METRICS, compared=True),
+    Option("stop_accuracy", 0.90, "stop once the stop metric on validation is over this "
+           "(paper: accuracy 0.90)", float, compared=True, bounds=(0, 1),
+           aliases=("--stop-threshold",)),
     Option("max_steps", 20000, "stop here in any case", int, compared=True, bounds=(1, None)),
     Option("eval_every", 100, "steps between validation evaluations (and checkpoints)", int,
            compared=True, bounds=(1, None)),
@@ -57,6 +64,12 @@ OPTIONS = (
            "(0: off)", int, compared=True, bounds=(0, None)),
     Option("augment", False, "random rotations by multiples of 90 degrees and flips", bool,
            identity=True),
+    Option("class_weights", "none", "balanced: weigh each class's loss by N / (K n_c), so that "
+           "every class counts as much (none: the paper's)", str, ("none", "balanced"),
+           identity=True),
+    Option("sampler", "uniform", "balanced: draw each batch slot's class uniformly, then a patch "
+           "of it (uniform: epochs of shuffled patches, the paper's)", str,
+           ("uniform", "balanced"), identity=True),
     Option("train_size", None, "train on a stratified subset of this many patches; none: all",
            int, identity=True, bounds=(1, None)),
     Option("deterministic", False, "turn on TensorFlow's op determinism: the same seed gives the "

@@ -33,8 +33,8 @@ def evaluations_since_best(losses):
 class StopRule:
     """When a run stops.
 
-    min_steps: the accuracy threshold applies only when the step is past this (paper: 5000).
-    stop_accuracy: ... and the validation accuracy is over this (paper: 0.90).
+    min_steps: the threshold applies only when the step is past this (paper: 5000).
+    stop_accuracy: ... and the stop metric on validation is over this (paper: accuracy 0.90).
     max_steps: stop when the step reaches this in any case.
     patience: stop after this many evaluations without a lower validation loss; 0 = never.
     """
@@ -44,20 +44,21 @@ class StopRule:
     patience: int = 0
 
 
-def stop_reason(step, val_accuracy, val_losses, rule):
+def stop_reason(step, value, watched, rule):
     """Why training stops at this evaluation, or None to go on.
 
     Args:
       step: the global step just evaluated (steps done).
-      val_accuracy: validation accuracy at `step`.
-      val_losses: validation losses of every evaluation so far, this one last.
+      value: the stop metric on validation at `step` (the paper's: accuracy).
+      watched: what patience watches at every evaluation so far, this one last; lower is
+        better (the validation loss, or the stop metric negated).
       rule: the StopRule.
     Returns:
       THRESHOLD, PATIENCE, MAX_STEPS or None, checked in that order.
     """
-    if step > rule.min_steps and val_accuracy > rule.stop_accuracy:
+    if step > rule.min_steps and value > rule.stop_accuracy:
         return THRESHOLD
-    if rule.patience and evaluations_since_best(val_losses) >= rule.patience:
+    if rule.patience and evaluations_since_best(watched) >= rule.patience:
         return PATIENCE
     if step >= rule.max_steps:
         return MAX_STEPS

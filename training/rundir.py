@@ -21,6 +21,7 @@ from pathlib import Path
 
 from lidc.errors import LidcError
 from lidc.io import exclusive, write_json
+from training.options import DEFAULTS
 
 
 # What a run writes in its folder: `clear` removes these (and their hidden temporaries) only.
@@ -162,8 +163,11 @@ def changed_options(saved, config, keys):
     def label(key):
         return "the dataset" if key == "dataset" else "--" + key.replace("_", "-")
 
-    return [f"{label(k)} {saved.get(k)} -> {config.get(k)}"
-            for k in keys if saved.get(k) != config.get(k)]
+    def saved_value(key):  # a run saved before an option existed had its default
+        return saved.get(key, DEFAULTS.get(key))
+
+    return [f"{label(k)} {saved_value(k)} -> {config.get(k)}"
+            for k in keys if saved_value(k) != config.get(k)]
 
 
 def _read_json(path):

@@ -10,7 +10,7 @@ import tensorflow as tf
 from lidc.errors import LidcError
 from training import data, loop, model
 from training.loop import Datasets, Hooks
-from training.options import identity
+from training.options import DEFAULTS, identity
 from training.rundir import locked, run_folder
 
 
@@ -46,6 +46,7 @@ def run_training(config, resume=False, force=False, builder=None, hooks=Hooks())
       LidcError: missing dataset, a run folder in use, finished or unfinished without
         resume/force, or resume with options that would change the run.
     """
+    config = {**DEFAULTS, **config}
     dataset_dir = config["work"] / "dataset"
     train_set, val_set = data.load(dataset_dir, "train"), data.load(dataset_dir, "val")
     if config.get("train_size"):

@@ -21,6 +21,7 @@ from lidc.reads import header_uids, parse_read, replace_corrected, unique_sessio
 from lidc.records import CLASS_NAMES, STRAY
 from lidc.resume import Parts, file_stat, fingerprint
 from lidc.stages import StageResult, index, write_skipped
+from lidc.stages.index import read_index
 from lidc.workers import Unit, parallel_map, run_units
 
 # annotations.pkl (what crop reads) and annotations.csv are committed as one set, which records
@@ -107,11 +108,6 @@ def _reads(series):
     return reads, skipped
 
 
-def _xml_paths(row):
-    """The XML reads of an index.csv row, as a tuple of paths."""
-    return tuple(p for p in row["xml"].split(";") if p)
-
-
 def index_units(work):
     """A Unit per indexed series with XML, carrying its slice table; and the series skipped."""
     index_path, slices_path = work / "index.csv", work / "slices.csv"
@@ -122,17 +118,17 @@ def index_units(work):
     for r in read_csv(slices_path):
         by_series[r["series_uid"]].append(r)
     units, skipped = [], []
-    for row in read_csv(index_path):
-        if not _xml_paths(row):
-            skipped.append((row["folder"], f"series {row['series_uid']} has no XML read"))
+    for row in read_index(work):
+        if not row.xml:
+            skipped.extend((folder, f"series {row.series_uid} has no XML read")
+                           for folder in row.folders)
             continue
-        slices = by_series[row["series_uid"]]
+        slices = by_series[row.series_uid]
         table = SliceTable(
             sop_uids=tuple(s["sop_uid"] for s in slices), z=tuple(float(s["z"]) for s in slices),
-            thickness=float(row["slice_thickness"] or TYPICAL_THICKNESS_MM),
-            spacing=float(row["pixel_spacing"] or TYPICAL_SPACING_MM),
-            shape=(int(row["rows"]), int(row["cols"])))
-        series = SeriesReads(row["patient_id"], row["series_uid"], _xml_paths(row), table)
+            thickness=row.thickness or TYPICAL_THICKNESS_MM,
+            spacing=row.spacing[0] or TYPICAL_SPACING_MM, shape=row.shape)
+        series = SeriesReads(row.patient_id, row.series_uid, row.xml, table)
         units.append(Unit(series.series_uid, _fingerprint(series), series))
     return units, skipped
 
