@@ -253,6 +253,31 @@ def engine(kind="local", workers=None, address=None):
         ray_engine.close()
 
 
+def active_engine():
+    """The engine the maps of this process run on: the RayEngine of an enclosing
+    `engine("ray")` block, or None for the local pools."""
+    return _engine
+
+
+# Set inside whole_machines(): each Ray task then holds a machine (or a GPU) of its own.
+_whole = False
+
+
+@contextlib.contextmanager
+def whole_machines():
+    """Inside the block, each item a Ray engine runs holds a machine of its own (as many CPUs as
+    the smallest machine of the cluster has) or, where the cluster has GPUs, one GPU and a worker
+    process that ends with it: for items that are parallel themselves, such as training runs,
+    which would slow each other down side by side (and TensorFlow keeps a GPU's memory until its
+    process ends). The local engine runs items as before."""
+    global _whole
+    outer, _whole = _whole, True
+    try:
+        yield
+    finally:
+        _whole = outer
+
+
 # Ray redoes a task whose worker process died this many times (its own default, stated here so
 # that a new version of Ray cannot change what a stage survives).
 RAY_RETRIES = 3
@@ -287,6 +312,7 @@ class RayEngine:
         self.address = address
         self._ray = None
         self._task = None
+        self._options = None
         self._started = False
 
     def start(self):
@@ -308,8 +334,11 @@ class RayEngine:
             cpus = int(ray.cluster_resources().get("CPU", 0))
             where = f"joined the cluster at {self.address}" if self.address else "started here"
             print(f"ray: {where}, {cpus} CPUs", file=sys.stderr)
-        self._task = ray.remote(_run_pinned).options(
-            num_cpus=1, max_retries=RAY_RETRIES, runtime_env={"env_vars": pinned_environment()})
+        # max_calls can only be set here: a second function for the tasks of whole_machines().
+        self._task = {False: ray.remote(_run_pinned),
+                      True: ray.remote(max_calls=1)(_run_alone)}
+        self._options = {"num_cpus": 1, "max_retries": RAY_RETRIES,
+                         "runtime_env": {"env_vars": pinned_environment()}}
         self._ray = ray
 
     def map(self, func, items, ordered=True):
@@ -318,7 +347,9 @@ class RayEngine:
         self.start()
         ray = self._ray
         pinned, func = ray.put(_Pinned.here()), ray.put(func)
-        refs = [self._task.remote(pinned, func, item) for item in items]
+        options, alone = _machine(ray) if _whole else ({}, False)
+        task = self._task[alone].options(**{**self._options, **options})
+        refs = [task.remote(pinned, func, item) for item in items]
         finished = False
         try:
             for ref in (refs if ordered else _as_ready(ray, refs)):
@@ -348,6 +379,16 @@ def _start_ray(ray, address, workers):
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = f"join the Ray cluster at --address {address}" if address else "start Ray"
         raise LidcError(None, f"cannot {where}: {e}") from None
+
+
+def _machine(ray):
+    """Ray options for a task that holds a whole machine or, where the cluster has GPUs, one GPU;
+    and whether its worker process must end with it (TensorFlow keeps a GPU's memory until its
+    process ends)."""
+    if ray.cluster_resources().get("GPU", 0) > 0:
+        return {"num_gpus": 1, "num_cpus": 1}, True
+    cpus = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]]
+    return {"num_cpus": int(min([c for c in cpus if c >= 1] or [1]))}, False
 
 
 def pinned_environment():
@@ -393,6 +434,11 @@ def _run_pinned(pinned, func, item):
         return func(item)
     finally:
         os.umask(previous)
+
+
+def _run_alone(pinned, func, item):
+    """_run_pinned in a worker process that ends with the task (a GPU's, in whole_machines)."""
+    return _run_pinned(pinned, func, item)
 
 
 def _as_ready(ray, refs):

@@ -106,12 +106,13 @@ def _common(p, name):
 
 def _engine_options(p):
     p.add_argument("--engine", choices=ENGINES, default="local",
-                   help="where the work fanned out over series runs: a pool of --workers "
-                        "processes on this machine, or Ray tasks (see --address)")
+                   help="where fanned-out work (a stage's series, a comparison's runs) "
+                        "runs: this machine's processes, or Ray tasks (see --address)")
     p.add_argument("--address", metavar="HOST:PORT",
                    help="with --engine ray: join the running Ray cluster there (its CPUs decide "
-                        "how many tasks run at once; --root and --work must be on a file system "
-                        "every machine shares); without it a Ray of --workers CPUs starts here")
+                        "how many tasks run at once; --root, --work and --runs must be on a file "
+                        "system every machine shares); without it a Ray of --workers CPUs (every "
+                        "core, for a command without --workers) starts here")
 
 
 def parser(description, *options):
@@ -213,7 +214,8 @@ def engine(args):
     context manager for the stages run inside it (lidc.workers.engine)."""
     from lidc import workers
 
-    return workers.engine(args.engine, args.workers, args.address)
+    # A command without --workers (compare) gives a Ray it starts every core of the machine.
+    return workers.engine(args.engine, getattr(args, "workers", None), args.address)
 
 
 def run_stage(work, stage):

@@ -6,13 +6,14 @@ For each network and each size, trains run PREFIX-NET-nSIZE on a stratified subs
 training set of that size (the same options and seed for all), evaluates it on the whole test
 set and writes WORK/compare/compare.csv and compare.png (test accuracy against training-set size,
 one line per network). Runs that finished and were evaluated are reused when the command is run
-again (an interrupted one is resumed); --force retrains them all.
+again (an interrupted one is resumed); --force retrains them all. With --engine ray each run is a
+Ray task (--address HOST:PORT: on a cluster), a machine or a GPU each, with the same results.
 """
 from tools import cli
 
 
 def build_parser():
-    p = cli.parser(__doc__.split("\n")[0], "work", "runs", "seed", "force")
+    p = cli.parser(__doc__.split("\n")[0], "work", "runs", "seed", "engine", "force")
     p.add_argument("--nets", type=cli.comma_list(), default=["lenet5", "vgg16", "resnet50"],
                    help="comma-separated networks")
     p.add_argument("--sizes", type=cli.comma_list(int, 1), default=[100, 200, 400],
@@ -40,9 +41,12 @@ def main(argv=None):
             resolve_net(net)
         except LidcError as e:
             p.error(str(e))
-    options = {k: v for k, v in vars(args).items() if k not in ("nets", "sizes", "prefix", "force")}
+    # Where the runs train is not one of their options: the same runs either way.
+    options = {k: v for k, v in vars(args).items()
+               if k not in ("nets", "sizes", "prefix", "force", "engine", "address")}
     grid = Grid(args.nets, args.sizes, args.prefix, args.force)
-    rows = run_comparison(options, grid, Hooks(progress=cli.progress))
+    with cli.engine(args):
+        rows = run_comparison(options, grid, Hooks(progress=cli.progress))
     out = args.work / "compare"
     cli.summary("compare: test accuracy by training-set size", {
         **{f"{r['net']} n={r['size']}": f"accuracy {r['test_accuracy']:.3f}, macro F1 "

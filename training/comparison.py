@@ -1,7 +1,11 @@
 """The comparison of networks by training-set size: each network trained on stratified subsets
-of the training set, each run tested on the whole test set.
+of the training set, each run tested on the whole test set. The runs train one after the other
+in this process, or, inside `lidc.workers.engine("ray", ...)`, as Ray tasks (one run a task, a
+machine or a GPU each) with the same compare.csv but for its `seconds`.
 
     rows = run_comparison(options, Grid(nets=["lenet5", "resnet50"], sizes=[100, 400]))
+    with engine("ray", address="head:6379"):
+        rows = run_comparison(options, Grid(nets=["lenet5", "resnet50"], sizes=[100, 400]))
 """
 import json
 import time
@@ -9,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lidc import workers
 from lidc.errors import LidcError
 from lidc.io import write_csv
 from training import data, plots
@@ -58,16 +63,45 @@ def run_comparison(options, grid, hooks=Hooks()):
         raise LidcError(work / "dataset" / "train.npz",
                         f"--sizes {too_big} not between 1 and its {train_rows} patches")
     pairs = [(net, size) for net in grid.nets for size in grid.sizes]
-    rows = []
-    for k, (net, size) in enumerate(pairs, 1):
-        say = (lambda text, k=k: hooks.log(f"[{k}/{len(pairs)}] {text}"))
-        rows.append(_compared_run(options, grid, net, size, hooks, say))
+    rows = _compared_runs(options, grid, pairs, hooks)
     out = work / "compare"
     write_csv(out / "compare.csv", rows, COLUMNS)
     test_labels = data.load(work / "dataset", "test").label
     plots.comparison(rows, out / "compare.png", labels={n: display_name(n) for n in grid.nets},
                      baseline=majority_share(test_labels))
     return rows
+
+
+def _compared_runs(options, grid, pairs, hooks):
+    """The compare.csv rows of the (net, size) `pairs`, in their order: trained one after the
+    other in this process, or, inside a Ray engine's block (lidc.workers.engine), as one Ray
+    task a run, each on a machine or a GPU of its own (lidc.workers.whole_machines)."""
+    if workers.active_engine() is None:
+        rows = []
+        for k, (net, size) in enumerate(pairs, 1):
+            say = (lambda text, k=k: hooks.log(f"[{k}/{len(pairs)}] {text}"))
+            rows.append(_compared_run(options, grid, net, size, hooks, say))
+        return rows
+    with workers.whole_machines():
+        return list(workers.parallel_map(_RemoteRun(options, grid), pairs, len(pairs),
+                                         "compare", unit="run"))
+
+
+class _RemoteRun:
+    """One (net, size) of the grid trained and evaluated in a Ray worker; returns its row.
+    Picklable: Ray's workers import this module to run it."""
+
+    def __init__(self, options, grid):
+        self.options = options
+        self.grid = grid
+
+    def __call__(self, pair):
+        from training import environment
+
+        environment.configure()  # graph mode, as the command set it up in its own process
+        net, size = pair
+        quiet = Hooks(log=lambda *a: None)  # a worker's lines reach no one
+        return _compared_run(self.options, self.grid, net, size, quiet, quiet.log)
 
 
 def _compared_run(options, grid, net, size, hooks, say):
