@@ -371,6 +371,8 @@ def _start_ray(ray, address, workers):
     one found running: 'local')."""
     import logging
 
+    if address:
+        _check_reachable(address)
     try:
         # Ray's own lines at start and worker output would fill the stage's summary; its errors
         # reach us as exceptions.
@@ -379,6 +381,24 @@ def _start_ray(ray, address, workers):
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = f"join the Ray cluster at --address {address}" if address else "start Ray"
         raise LidcError(None, f"cannot {where}: {e}") from None
+
+
+def _check_reachable(address):
+    """Refuses a HOST:PORT where nothing answers: Ray itself would retry for minutes, printing
+    warnings, before it gives up.
+
+    Raises:
+      LidcError: nothing accepts a connection at HOST:PORT within 10 s.
+    """
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return  # another form Ray knows ('auto', ray://...): Ray checks it
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as e:
+        raise LidcError(None, f"cannot join the Ray cluster at --address {address}: nothing "
+                              f"answers there ({e.strerror or e}); start it with `ray start "
+                              f"--head` on that machine, or check the address") from None
 
 
 def _machine(ray):

@@ -114,3 +114,15 @@ def test_the_stage_commands_refuse_engine_options_that_do_not_fit_with_exit_code
         crop.main(["--work", str(tmp_path), *argv])
     assert e.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_an_address_where_no_ray_answers_is_refused_at_once_not_retried_for_minutes():
+    import socket
+
+    with socket.socket() as s:  # a port of this machine that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(LidcError, match=f"cannot join the Ray cluster at --address "
+                                        f"127.0.0.1:{port}: nothing answers there"):
+        cli._check_reachable(f"127.0.0.1:{port}")
+    cli._check_reachable("auto")  # forms Ray resolves itself are left to it
