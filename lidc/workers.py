@@ -289,9 +289,11 @@ STOP_SECONDS = 30.0
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "NUMEXPR_NUM_THREADS")
 # Passed only when set here: which OpenBLAS kernels run (some processors need them pinned for
-# correct results), TensorFlow's settings, and str hashing (the order of sets of strings).
+# correct results), str hashing (the order of sets of strings), and the settings that the
+# libraries the stages and training use read from the environment (pydicom's PYDICOM_FUTURE,
+# OpenCV's limits and threads, TensorFlow's). The stages themselves read none.
 PASSED_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "PYTHONHASHSEED")
-PASSED_PREFIXES = ("TF_",)
+PASSED_PREFIXES = ("PYDICOM_", "OPENCV_", "TF_")
 
 
 class RayEngine:
@@ -415,7 +417,8 @@ def pinned_environment():
     """The environment variables every Ray worker gets (runtime_env env_vars), so that it
     computes as a local worker forked from this process would: this project importable
     (PYTHONPATH: the folder holding lidc/, then this process's PYTHONPATH), the thread counts of
-    THREAD_VARIABLES (this process's, else its core count) and PASSED_VARIABLES where set."""
+    THREAD_VARIABLES (this process's, else its core count), and PASSED_VARIABLES and those
+    starting with PASSED_PREFIXES where set here."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     paths = [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
                       if p and p != root]

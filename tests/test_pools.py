@@ -126,3 +126,18 @@ def test_an_address_where_no_ray_answers_is_refused_at_once_not_retried_for_minu
                                         f"127.0.0.1:{port}: nothing answers there"):
         cli._check_reachable(f"127.0.0.1:{port}")
     cli._check_reachable("auto")  # forms Ray resolves itself are left to it
+
+
+def test_ray_workers_get_this_projects_path_the_thread_counts_and_the_libraries_settings(
+        monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
+    monkeypatch.setenv("PYDICOM_FUTURE", "1")
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    env = cli.pinned_environment()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    assert env["PYTHONPATH"] == os.pathsep.join([root, "/elsewhere"])
+    # Ray would give OMP_NUM_THREADS=1; a forked worker's libraries use every core.
+    assert env["OMP_NUM_THREADS"] == str(cli.default_workers())
+    assert env["OPENBLAS_NUM_THREADS"] == "3" and env["PYDICOM_FUTURE"] == "1"
+    assert "HOME" not in env
