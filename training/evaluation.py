@@ -54,6 +54,17 @@ def evaluate_run(runs, name, work, batch_size=256, log=print):
     return report
 
 
+def _reference_lines(config, report):
+    """The stop threshold (when the run stops on accuracy) and the majority class's share of
+    the test set: what a learning curve is read against."""
+    lines = {}
+    if config.get("stop_metric", "accuracy") == "accuracy" and "stop_accuracy" in config:
+        lines["stop threshold"] = config["stop_accuracy"]
+    support = [c["support"] for c in report["per_class"].values()]
+    lines["majority class share (test)"] = max(support) / max(sum(support), 1)
+    return lines
+
+
 def _plots(run_dir, report, names):
     name = run_dir.root.name
     plots.confusion(report["confusion"], names, run_dir.eval / "confusion.png",
@@ -63,4 +74,4 @@ def _plots(run_dir, report, names):
         config = run_dir.read_config() if run_dir.config.is_file() else {}
         if history:
             plots.learning_curves(history, run_dir.eval / "learning_curves.png",
-                                  config.get("stop_accuracy"), title=name)
+                                  _reference_lines(config, report), title=name)
