@@ -22,9 +22,9 @@ def main(argv=None):
     from training import environment
 
     environment.configure()
-    from training.evaluation import evaluate_run
+    from training.evaluation import EvalOptions, evaluate_run
 
-    report = evaluate_run(args.runs, args.name, args.work, args.batch_size)
+    report = evaluate_run(args.runs, args.name, args.work, EvalOptions(args.batch_size))
     eval_dir = args.runs / args.name / "eval"
     cli.summary(f"evaluate: {args.name}", {
         "test accuracy": f"{report['accuracy']:.3f}",
