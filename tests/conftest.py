@@ -1,0 +1,11 @@
+"""Test-suite settings that apply to every test module.
+
+Property tests (hypothesis) are derandomized: their examples come from a seed derived from the
+test itself, so every run tries the same examples and a failure found once is found again on the
+next run, on any machine. No example database is kept between runs (nothing is written under
+.hypothesis/); a failure prints the falsifying example itself.
+"""
+from hypothesis import settings
+
+settings.register_profile("derandomized", derandomize=True, database=None, print_blob=True)
+settings.load_profile("derandomized")
