@@ -16,11 +16,10 @@ them only when `is_training` is True, so the train op must run them:
     train_op = optimizer.minimize(loss)
 
 For inference only, `folded_batch_norm()` builds each convolution and its batch norm as one
-convolution with a bias, and `fold_batch_norm` turns the trained values into that form's (an
-export: 8% faster ResNet-50 inference, bench/README.md).
+convolution with a bias, whose values `nets.folding` computes from the trained network's.
 
-Every convolution and dense layer records its forward multiply-adds per image in the graph
-collection `MULTIPLY_ADDS`, so the cost of a network is read without running it:
+Convolutions and products go through `nets.fast_ops` (the same sums on faster CPU kernels), and
+each convolution and dense layer records its cost for `nets.flops.forward_flops`:
 
   with tf.Graph().as_default():
     images = tf.compat.v1.placeholder(tf.float32, [None, 64, 64, 1])
@@ -28,7 +27,7 @@ collection `MULTIPLY_ADDS`, so the cost of a network is read without running it:
     net = layers.conv_bn_relu(images, 64, 3, is_training, scope='conv1')
     net = layers.max_pool(net, 2, 2)
     logits = layers.dense(layers.flatten(net), 3, scope='logits')
-    flops = layers.forward_flops()  # 2 x multiply-adds per image
+    gflops = flops.forward_flops() / 1e9
 """
 import contextlib
 import zlib
@@ -36,19 +35,12 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
+from nets import fast_ops, flops
+
 # 0.99 rather than slim's 0.997: runs here are a few thousand steps on small data, and the averages
 # must forget the random-init statistics within a few hundred steps to be usable for evaluation.
 BATCH_NORM_DECAY = 0.99
 BATCH_NORM_EPSILON = 1e-3
-
-# The graph collection holding one int64 constant per convolution or dense layer: its forward
-# multiply-adds for one image.
-MULTIPLY_ADDS = "multiply_adds"
-
-# Maps of at most this many pixels are convolved as a matmul of their shifted views (ResNet's last
-# stage on 64x64 images works on 2x2 maps). On 4x4 maps the views' copies cost more than they save.
-SMALL_MAP = 4
-
 
 def he_initializer():
     """He et al. 2015 ("Delving Deep into Rectifiers") initialisation for layers followed by ReLU:
@@ -157,34 +149,13 @@ def folded_batch_norm():
     """Networks built in the block fold each batch norm into the convolution before it: the
     convolution gets a bias and the batch norm is gone (its moving averages are constants once
     training is over). For inference graphs only (is_training False); their variables take the
-    values `fold_batch_norm` gives."""
+    values `nets.folding.fold_batch_norm` gives."""
     global _folding
     outer, _folding = _folding, True
     try:
         yield
     finally:
         _folding = outer
-
-
-def fold_batch_norm(values, epsilon=BATCH_NORM_EPSILON):
-    """The variable values of the folded form from a trained network's: {name: array} (names
-    without ':0'). Each convolution SCOPE/weights followed by SCOPE/bn/* becomes SCOPE/weights
-    times the batch norm's scale and SCOPE/biases, its shift; every other value is kept.
-
-    batch_norm(conv(x, W)) = (conv(x, W) - mean) * scale + beta, scale = gamma / sqrt(var + eps),
-    = conv(x, W * scale) + (beta - mean * scale): the same sums, rounded differently.
-    """
-    folded = {name: value for name, value in values.items() if "/bn/" not in name}
-    for name in values:
-        if not name.endswith("/bn/gamma"):
-            continue
-        scope = name[:-len("/bn/gamma")]
-        bn = {key: np.asarray(values[f"{scope}/bn/{key}"], np.float64)
-              for key in ("gamma", "beta", "moving_mean", "moving_variance")}
-        scale = bn["gamma"] / np.sqrt(bn["moving_variance"] + epsilon)
-        folded[f"{scope}/weights"] = (values[f"{scope}/weights"] * scale).astype(np.float32)
-        folded[f"{scope}/biases"] = (bn["beta"] - bn["moving_mean"] * scale).astype(np.float32)
-    return folded
 
 
 def dense(inputs, units, scope="fc"):
@@ -204,8 +175,8 @@ def dense(inputs, units, scope="fc"):
                                             initializer=he_initializer())
         biases = tf.compat.v1.get_variable("biases", [units],
                                            initializer=tf.compat.v1.zeros_initializer())
-        _record_multiply_adds(features * units)
-        return tf.nn.bias_add(matmul(inputs, weights), biases)
+        flops.record_multiply_adds(features * units)
+        return tf.nn.bias_add(fast_ops.matmul(inputs, weights), biases)
 
 
 def dropout(inputs, rate, is_training, scope="dropout"):
@@ -280,129 +251,18 @@ def classifier(inputs, hidden, num_classes, is_training, end_points, dropout_rat
     return logits
 
 
-def forward_flops(graph=None, scope=None):
-    """The forward floating-point operations per image of the layers built in a graph.
-
-    Counts 2 x the multiply-adds of every convolution and dense layer (the MULTIPLY_ADDS
-    collection); batch norm, ReLU, pooling and additions are left out, as is usual.
-
-    Args:
-      graph: the graph; the default graph if None.
-      scope: count only the layers whose names start with this scope (e.g. 'resnet50/'), for a
-        graph holding more than one network.
-
-    Returns:
-      An int.
-    """
-    graph = graph or tf.compat.v1.get_default_graph()
-    counts = graph.get_collection(MULTIPLY_ADDS)
-    if scope is not None:
-        counts = [count for count in counts if count.name.startswith(scope)]
-    return 2 * sum(int(tf.get_static_value(count)) for count in counts)
-
-
 def _convolve(inputs, depth, kernel_size, stride, padding, use_bias):
     """conv2d in the current variable scope."""
     channels = int(inputs.shape[-1])
     weights = tf.compat.v1.get_variable(
         "weights", [kernel_size, kernel_size, channels, depth], initializer=he_initializer())
-    outputs = convolve(inputs, weights, stride, padding)
+    outputs = fast_ops.convolve(inputs, weights, stride, padding)
     if use_bias:
         biases = tf.compat.v1.get_variable(
             "biases", [depth], initializer=tf.compat.v1.zeros_initializer())
         outputs = tf.nn.bias_add(outputs, biases)
-    height, width = outputs.shape[1], outputs.shape[2]
-    if height is not None and width is not None:
-        _record_multiply_adds(height * width * kernel_size * kernel_size * channels * depth)
+    flops.record_convolution(weights, outputs)
     return outputs
-
-
-def convolve(inputs, weights, stride=1, padding="SAME"):
-    """`tf.nn.conv2d(inputs, weights, stride, padding)`, computed as one matrix product where that
-    is faster and gives the same result.
-
-    On the CPU, oneDNN's convolution kernels (above all their backward passes) run at 40-60% of
-    its float32 matmul rate, and at a tenth of it on 2x2 maps. So a 1x1 convolution becomes a
-    subsampling (its stride) and a matmul of [pixels, channels] by [channels, depth], and a stride-1
-    SAME convolution on a map of at most SMALL_MAP pixels a matmul of its k*k shifted views. Both
-    are the same sums; side by side, they cut a ResNet-50 training step by 14% at batch 64
-    (bench/README.md).
-
-    Args:
-      inputs: float32 tensor [batch, height, width, channels], NHWC.
-      weights: float32 tensor [k, k, channels, depth].
-      stride: step in both spatial directions.
-      padding: 'SAME' or 'VALID'.
-    Returns:
-      [batch, height', width', depth], as tf.nn.conv2d.
-    """
-    size = int(weights.shape[0])
-    height, width = inputs.shape[1], inputs.shape[2]
-    if size == 1:
-        return _pixelwise_matmul(subsample(inputs, stride), weights)
-    if (stride == 1 and padding == "SAME" and height is not None and width is not None
-            and height * width <= SMALL_MAP):
-        return _pixelwise_matmul(_shifted_views(inputs, size), weights)
-    return tf.nn.conv2d(inputs, weights, strides=stride, padding=padding)
-
-
-def subsample(inputs, stride):
-    """Every `stride`-th row and column of NHWC inputs from the first: what a 1x1 convolution with
-    that stride sees, under SAME or VALID padding alike.
-
-    Where the stride divides the map, the rows and columns are taken by a `tf.slice` of the
-    inputs reshaped to [batch, h / s, s, w / s, s * c]: the generic strided-slice kernel and its
-    gradient took 4.7 and 5.0 ms on a [64, 16, 16, 256] map, the slice and its gradient (a pad)
-    0.25 and 0.5 ms.
-    """
-    if stride == 1:
-        return inputs
-    height, width, channels = inputs.shape[1], inputs.shape[2], int(inputs.shape[3])
-    if height is None or width is None or height % stride or width % stride:
-        return inputs[:, ::stride, ::stride, :]
-    rows, columns = height // stride, width // stride
-    grid = tf.reshape(inputs, [-1, rows, stride, columns, stride * channels])
-    firsts = tf.slice(grid, [0, 0, 0, 0, 0], [-1, -1, 1, -1, channels])
-    return tf.reshape(firsts, [-1, rows, columns, channels])
-
-
-def _pixelwise_matmul(inputs, weights):
-    """[batch, h, w, c] x [.., .., c', depth] -> [batch, h, w, depth], where c = the product of the
-    weights' first three dimensions: every pixel's vector times the same matrix."""
-    height, width, channels = (int(d) for d in inputs.shape[1:])
-    depth = int(weights.shape[-1])
-    outputs = matmul(tf.reshape(inputs, [-1, channels]), tf.reshape(weights, [channels, depth]))
-    return tf.reshape(outputs, [-1, height, width, depth])
-
-
-@tf.custom_gradient
-def matmul(inputs, weights):
-    """`tf.matmul(inputs, weights)` of 2-D tensors, whose gradient with respect to the inputs
-    runs as a BatchMatMulV2 of the output's gradient by the weights' adjoint.
-
-    The usual gradient is a MatMul with transpose_b, which the CPU kernels run at 60-75% of the
-    untransposed product's rate on ResNet-50's 1x1 shapes (e.g. [256, 2048] x [1024, 2048]^T: 4.0
-    against 2.5 ms as the BatchMatMulV2); the weights' gradient (transpose_a) keeps the MatMul,
-    which is as fast as the forward product (bench/README.md). On a GPU both are cuBLAS calls.
-    """
-    def gradient(outputs_gradient):
-        return (tf.raw_ops.BatchMatMulV2(x=outputs_gradient, y=weights, adj_y=True),
-                tf.matmul(inputs, outputs_gradient, transpose_a=True))
-    return tf.matmul(inputs, weights), gradient
-
-
-def _shifted_views(inputs, size):
-    """The size x size neighbourhoods of a SAME, stride-1 convolution (zero padded), stacked on the
-    channel axis in the weights' (row, column, channel) order: [batch, h, w, size * size * c].
-    `tf.slice`, whose gradient is a single pad, rather than strided slicing, whose gradient kernel
-    is several times slower."""
-    height, width = int(inputs.shape[1]), int(inputs.shape[2])
-    before = (size - 1) // 2
-    after = size - 1 - before
-    padded = tf.pad(inputs, [[0, 0], [before, after], [before, after], [0, 0]])
-    views = [tf.slice(padded, [0, row, column, 0], [-1, height, width, -1])
-             for row in range(size) for column in range(size)]
-    return tf.concat(views, axis=3)
 
 
 def _dropout_training(inputs, rate, name):
@@ -413,11 +273,6 @@ def _dropout_training(inputs, rate, name):
     layer_seed = (zlib.crc32(name.encode()) + (graph_seed or 0)) % 2**31
     seed = tf.stack([tf.constant(layer_seed, tf.int64), tf.cast(step, tf.int64)])
     return tf.nn.experimental.stateless_dropout(inputs, rate=rate, seed=seed)
-
-
-def _record_multiply_adds(count):
-    tf.compat.v1.add_to_collection(
-        MULTIPLY_ADDS, tf.constant(int(count), tf.int64, name="multiply_adds"))
 
 
 def _moving_average_variable(name, channels, value):

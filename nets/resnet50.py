@@ -28,7 +28,7 @@ Usage:
 """
 import tensorflow as tf
 
-from nets import layers
+from nets import fast_ops, layers
 
 # (depth, units, stride) of each stage, from Table 1 of the paper.
 RESNET50 = [(256, 3, 1), (512, 4, 2), (1024, 6, 2), (2048, 3, 2)]
@@ -56,7 +56,7 @@ def bottleneck(inputs, depth, stride, is_training, projection, scope="bottleneck
     """
     with tf.compat.v1.variable_scope(scope):
         # Both branches start with a 1x1 convolution of this stride, i.e. a subsampling: done once.
-        subsampled = layers.subsample(inputs, stride)
+        subsampled = fast_ops.subsample(inputs, stride)
         if projection:
             shortcut = layers.conv_bn_relu(subsampled, depth, 1, is_training, use_relu=False,
                                            scope="shortcut")

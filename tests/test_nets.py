@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import nets
-from nets import layers, resnet50
+from nets import flops, folding, layers, resnet50
 
 NUM_CLASSES = 3
 TINY_STAGES = [(8, 1, 1), (16, 2, 2)]
@@ -240,7 +240,7 @@ def logits_of(values, batch, fold):
 def test_folded_batch_norm_gives_the_logits_of_the_moving_averages_without_batch_norm():
     batch = random_images(4, size=32)
     plain, values, _ = logits_of(None, batch, fold=False)
-    folded_values = layers.fold_batch_norm(values)
+    folded_values = folding.fold_batch_norm(values)
     folded, _, names = logits_of(folded_values, batch, fold=True)
     assert names == set(folded_values)
     assert not [n for n in names if "/bn/" in n]
@@ -249,7 +249,7 @@ def test_folded_batch_norm_gives_the_logits_of_the_moving_averages_without_batch
     assert np.abs(plain).max() > 0.1  # the comparison is not of zeros
     # The batch norms' values matter: folding with other statistics gives other logits.
     shifted = {k: v + 0.5 if k.endswith("moving_mean") else v for k, v in values.items()}
-    other, _, _ = logits_of(layers.fold_batch_norm(shifted), batch, fold=True)
+    other, _, _ = logits_of(folding.fold_batch_norm(shifted), batch, fold=True)
     assert not np.allclose(other, plain, atol=1e-2)
 
 
@@ -350,61 +350,9 @@ def test_forward_flops_of_a_tiny_net():
             layers.dense(layers.flatten(net), NUM_CLASSES, scope="logits")
         conv = 8 * 8 * (3 * 3 * 1) * 4  # one multiply-add per output per kernel tap
         dense = (4 * 4 * 4) * NUM_CLASSES
-        assert layers.forward_flops() == 2 * (conv + dense)
+        assert flops.forward_flops() == 2 * (conv + dense)
         assert nets.forward_flops(scope="tiny/logits") == 2 * dense
         assert nets.forward_flops(scope="other/") == 0
-
-
-@pytest.mark.parametrize("size,kernel,stride,padding", [
-    (6, 1, 1, "SAME"),   # 1x1: a matmul
-    (7, 1, 2, "SAME"),   # 1x1 with a stride, odd map: subsample, then a matmul
-    (7, 1, 2, "VALID"),
-    (8, 1, 2, "SAME"),   # a stride that divides the map: a slice of the reshaped map
-    (6, 1, 3, "VALID"),
-    (2, 3, 1, "SAME"),   # a small map: a matmul of the shifted views
-    (1, 3, 1, "SAME"),
-    (2, 4, 1, "SAME"),   # an even kernel pads unevenly, as tf.nn.conv2d does
-    (5, 3, 1, "SAME"),   # a larger map: tf.nn.conv2d itself
-    (5, 3, 2, "VALID"),
-])
-def test_convolve_equals_conv2d_with_its_gradients(size, kernel, stride, padding):
-    rng = np.random.RandomState(kernel * 10 + size)
-    x = rng.normal(size=(2, size, size, 3)).astype(np.float32)
-    w = rng.normal(size=(kernel, kernel, 3, 5)).astype(np.float32)
-    with tf.Graph().as_default():
-        inputs, weights = tf.constant(x), tf.constant(w)
-        ours = layers.convolve(inputs, weights, stride, padding)
-        reference = tf.nn.conv2d(inputs, weights, strides=stride, padding=padding)
-        assert ours.shape.as_list() == reference.shape.as_list()
-        upstream = tf.constant(rng.normal(size=reference.shape.as_list()).astype(np.float32))
-        grads = [tf.gradients(out, [inputs, weights], grad_ys=upstream)
-                 for out in (ours, reference)]
-        with tf.compat.v1.Session() as session:
-            ours, reference, (ours_grads, reference_grads) = session.run(
-                [ours, reference, grads])
-    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5)
-    for ours_grad, reference_grad in zip(ours_grads, reference_grads):
-        np.testing.assert_allclose(ours_grad, reference_grad, rtol=1e-4, atol=1e-4)
-
-
-def test_matmul_has_the_gradients_of_tf_matmul_through_a_batch_matmul():
-    rng = np.random.RandomState(3)
-    a = rng.normal(size=(6, 4)).astype(np.float32)
-    w = rng.normal(size=(4, 5)).astype(np.float32)
-    upstream = rng.normal(size=(6, 5)).astype(np.float32)
-    with tf.Graph().as_default() as graph:
-        inputs, weights = tf.constant(a), tf.constant(w)
-        outputs = [layers.matmul(inputs, weights), tf.matmul(inputs, weights)]
-        ours, reference = [tf.gradients(out, [inputs, weights], grad_ys=upstream)
-                           for out in outputs]
-        with tf.compat.v1.Session() as session:
-            values = session.run([outputs, ours, reference])
-        kinds = {op.type for op in graph.get_operations()}
-    (ours_out, reference_out), ours_grads, reference_grads = values
-    np.testing.assert_allclose(ours_out, reference_out, rtol=1e-6)
-    for ours_grad, reference_grad in zip(ours_grads, reference_grads):
-        np.testing.assert_allclose(ours_grad, reference_grad, rtol=1e-5, atol=1e-5)
-    assert "BatchMatMulV2" in kinds  # the inputs' gradient, oneDNN's faster kernel
 
 
 def test_nets_import_tensorflow_only():

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from lidc.errors import LidcError
-from nets import layers
+from nets import folding, layers
 
 v1 = tf.compat.v1
 
@@ -216,7 +216,7 @@ def export(session, model, export_dir):
         staged = tmp / "model"  # the builder wants a folder that does not exist yet
         with tf.Graph().as_default() as graph, \
                 v1.Session(graph=graph, config=session_config()) as inference:
-            images, probabilities = _inference_form(model, layers.fold_batch_norm(values),
+            images, probabilities = _inference_form(model, folding.fold_batch_norm(values),
                                                     inference)
             builder = v1.saved_model.Builder(str(staged))
             signature = v1.saved_model.predict_signature_def(
