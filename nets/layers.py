@@ -49,25 +49,6 @@ def he_initializer():
         scale=2.0, mode="fan_in", distribution="truncated_normal")
 
 
-def conv2d(inputs, depth, kernel_size, stride=1, padding="SAME", use_bias=True, scope="conv"):
-    """A 2-D convolution of NHWC inputs.
-
-    Args:
-      inputs: float32 tensor [batch, height, width, channels]; channels must be known.
-      depth: number of output channels.
-      kernel_size: side of the square kernel.
-      stride: step in both spatial directions.
-      padding: 'SAME' or 'VALID'.
-      use_bias: add a bias per channel; leave it out when batch norm follows (its beta is the bias).
-      scope: variable scope, holding `weights` [k, k, channels, depth] and `biases` [depth].
-
-    Returns:
-      The convolved tensor [batch, height', width', depth].
-    """
-    with tf.compat.v1.variable_scope(scope):
-        return _convolve(inputs, depth, kernel_size, stride, padding, use_bias)
-
-
 def batch_norm(inputs, is_training, decay=BATCH_NORM_DECAY, epsilon=BATCH_NORM_EPSILON,
                scope="bn"):
     """Batch normalisation of NHWC inputs with the fused kernel.
@@ -121,7 +102,11 @@ def conv_bn_relu(inputs, depth, kernel_size, is_training, stride=1, padding="SAM
     """Convolution, then batch norm, then ReLU: the unit every network here is made of.
 
     Args:
-      inputs, depth, kernel_size, stride, padding: as for `conv2d`.
+      inputs: float32 tensor [batch, height, width, channels]; channels must be known.
+      depth: number of output channels.
+      kernel_size: side of the square kernel.
+      stride: step in both spatial directions.
+      padding: 'SAME' or 'VALID'.
       is_training: boolean scalar tensor, as for `batch_norm`.
       use_batch_norm: normalise (the convolution then has no bias) or not (it then has one).
       use_relu: end with a ReLU; False for the last convolution of a residual branch.
@@ -208,11 +193,6 @@ def max_pool(inputs, size, stride, padding="SAME", scope="pool"):
     return tf.nn.max_pool2d(inputs, size, stride, padding, name=scope)
 
 
-def avg_pool(inputs, size, stride, padding="SAME", scope="pool"):
-    """Average pooling of NHWC inputs over size x size windows."""
-    return tf.nn.avg_pool2d(inputs, size, stride, padding, name=scope)
-
-
 def global_avg_pool(inputs, scope="pool"):
     """The mean over height and width: [batch, height, width, channels] -> [batch, channels]."""
     return tf.reduce_mean(inputs, axis=[1, 2], name=scope)
@@ -252,7 +232,9 @@ def classifier(inputs, hidden, num_classes, is_training, end_points, dropout_rat
 
 
 def _convolve(inputs, depth, kernel_size, stride, padding, use_bias):
-    """conv2d in the current variable scope."""
+    """A convolution of NHWC inputs in the current variable scope: `weights` [k, k, channels,
+    depth], and `biases` [depth] if use_bias (left out where batch norm follows, whose beta is the
+    bias)."""
     channels = int(inputs.shape[-1])
     weights = tf.compat.v1.get_variable(
         "weights", [kernel_size, kernel_size, channels, depth], initializer=he_initializer())
