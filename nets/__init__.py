@@ -32,7 +32,7 @@ import tensorflow as tf
 
 # The modules, not their builders, are the package's attributes (as in slim's nets_factory), so
 # `from nets import resnet50` is the module and `nets.get('resnet50')` the builder.
-from nets import alexnet, fast_ops, flops, folding, layers, lenet5, resnet50, vgg16
+from nets import alexnet, fast_ops, flops, folding, layers, lenet5, resnet50, scoping, vgg16
 from nets.flops import forward_flops
 
 NETWORKS = {

@@ -53,8 +53,7 @@ def alexnet(images, num_classes, is_training, scope="alexnet", fc_depth=4096, dr
         net = images
         for index, (depth, kernel_size, stride, pooled) in enumerate(CONVOLUTIONS):
             name = "conv%d" % (index + 1)
-            net = layers.conv_bn_relu(net, depth, kernel_size, is_training, stride=stride,
-                                      use_batch_norm=False, scope=name)
+            net = layers.conv_relu(net, depth, kernel_size, stride=stride, scope=name)
             end_points[name] = net
             if pooled:
                 name = "pool%d" % (index + 1)

@@ -13,7 +13,7 @@ from the trained network's:
 
   values = {v.op.name: value for v, value in zip(variables, session.run(variables))}
   with tf.Graph().as_default():
-    with layers.folded_batch_norm():
+    with layers.arg_scope(layers.WITH_BATCH_NORM, fold_batch_norm=True):
       logits, _ = builder(images, num_classes, False)
     ... initialise each variable to folding.fold_batch_norm(values)[its name]
 

@@ -3,7 +3,9 @@
 Each layer makes its variables with `tf.compat.v1.get_variable` inside a
 `tf.compat.v1.variable_scope` named after the layer, so checkpoints read like the architecture
 (`resnet50/conv1/weights`, `resnet50/conv1/bn/gamma`, `resnet50/conv1/bn/moving_mean`). Images are
-NHWC throughout, the layout the CPU kernels are fastest in.
+NHWC throughout, the layout the CPU kernels are fastest in. Convolutions and products go through
+`nets.fast_ops` (the same sums on faster CPU kernels), and each convolution and dense layer records
+its cost for `nets.flops.forward_flops`.
 
 Batch normalisation (Ioffe and Szegedy, "Batch Normalization: Accelerating Deep Network Training
 by Reducing Internal Covariate Shift", 2015, arXiv:1502.03167) uses the fused kernel. A boolean
@@ -15,32 +17,34 @@ them only when `is_training` is True, so the train op must run them:
   with tf.control_dependencies(update_ops):
     train_op = optimizer.minimize(loss)
 
-For inference only, `folded_batch_norm()` builds each convolution and its batch norm as one
-convolution with a bias, whose values `nets.folding` computes from the trained network's.
+Choices that concern a whole network are settings of its layers, made for the layers built in an
+`arg_scope` (`nets.scoping`, after TF-slim's) rather than passed to every call:
 
-Convolutions and products go through `nets.fast_ops` (the same sums on faster CPU kernels), and
-each convolution and dense layer records its cost for `nets.flops.forward_flops`:
+  fold_batch_norm  (WITH_BATCH_NORM, default False) each batch norm is left out and its
+                   convolution gets a bias: the inference form, whose values `nets.folding`
+                   computes; only for graphs built with is_training False.
 
+Usage:
   with tf.Graph().as_default():
     images = tf.compat.v1.placeholder(tf.float32, [None, 64, 64, 1])
-    is_training = tf.compat.v1.placeholder_with_default(False, [])
-    net = layers.conv_bn_relu(images, 64, 3, is_training, scope='conv1')
-    net = layers.max_pool(net, 2, 2)
-    logits = layers.dense(layers.flatten(net), 3, scope='logits')
-    gflops = flops.forward_flops() / 1e9
+    with layers.arg_scope(layers.WITH_BATCH_NORM, fold_batch_norm=True):
+      net = layers.conv_bn_relu(images, 64, 3, False, scope='conv1')
+      net = layers.max_pool(net, 2, 2)
+      logits = layers.dense(layers.flatten(net), 3, scope='logits')
 """
-import contextlib
 import zlib
 
 import numpy as np
 import tensorflow as tf
 
-from nets import fast_ops, flops
+from nets import fast_ops, flops, scoping
+from nets.scoping import arg_scope, current_arg_scope
 
 # 0.99 rather than slim's 0.997: runs here are a few thousand steps on small data, and the averages
 # must forget the random-init statistics within a few hundred steps to be usable for evaluation.
 BATCH_NORM_DECAY = 0.99
 BATCH_NORM_EPSILON = 1e-3
+
 
 def he_initializer():
     """He et al. 2015 ("Delving Deep into Rectifiers") initialisation for layers followed by ReLU:
@@ -97,9 +101,8 @@ def batch_norm(inputs, is_training, decay=BATCH_NORM_DECAY, epsilon=BATCH_NORM_E
         return outputs
 
 
-def conv_bn_relu(inputs, depth, kernel_size, is_training, stride=1, padding="SAME",
-                 use_batch_norm=True, use_relu=True, scope="conv"):
-    """Convolution, then batch norm, then ReLU: the unit every network here is made of.
+def conv_relu(inputs, depth, kernel_size, stride=1, padding="SAME", scope="conv"):
+    """Convolution with a bias, then ReLU: the unit of the networks without batch norm.
 
     Args:
       inputs: float32 tensor [batch, height, width, channels]; channels must be known.
@@ -107,40 +110,52 @@ def conv_bn_relu(inputs, depth, kernel_size, is_training, stride=1, padding="SAM
       kernel_size: side of the square kernel.
       stride: step in both spatial directions.
       padding: 'SAME' or 'VALID'.
-      is_training: boolean scalar tensor, as for `batch_norm`.
-      use_batch_norm: normalise (the convolution then has no bias) or not (it then has one).
-      use_relu: end with a ReLU; False for the last convolution of a residual branch.
-      scope: variable scope; the batch norm variables are under `scope/bn`.
+      scope: variable scope, holding `weights` [k, k, channels, depth] and `biases` [depth].
 
     Returns:
       The output tensor [batch, height', width', depth].
     """
     with tf.compat.v1.variable_scope(scope):
-        folded = use_batch_norm and _folding
-        if folded and tf.get_static_value(is_training) in (None, True):
-            raise ValueError("folded batch norm is for inference: is_training must be False")
-        outputs = _convolve(inputs, depth, kernel_size, stride, padding,
-                            use_bias=folded or not use_batch_norm)
-        if use_batch_norm and not folded:
-            outputs = batch_norm(outputs, is_training)
-        return tf.nn.relu(outputs) if use_relu else outputs
+        weights = _weights([kernel_size, kernel_size, int(inputs.shape[-1]), depth])
+        return tf.nn.relu(_convolve(inputs, weights, stride, padding, use_bias=True))
 
 
-_folding = False
+@scoping.add_arg_scope(fold_batch_norm=False)
+def conv_bn(inputs, depth, kernel_size, is_training, stride=1, scope="conv"):
+    """Convolution (SAME padding, no bias), then batch norm: a residual branch's last unit.
+
+    Args:
+      inputs: float32 tensor [batch, height, width, channels]; channels must be known.
+      depth: number of output channels.
+      kernel_size: side of the square kernel.
+      is_training: boolean scalar tensor, as for `batch_norm`.
+      stride: step in both spatial directions.
+      scope: variable scope, holding `weights` [k, k, channels, depth]; the batch norm's variables
+        are under `scope/bn`.
+
+    Returns:
+      The output tensor [batch, height / stride, width / stride, depth].
+
+    Settings (arg_scope): fold_batch_norm (then `scope` holds `weights` and `biases` and no batch
+    norm).
+
+    Raises:
+      ValueError: fold_batch_norm is set and `is_training` is not the constant False.
+    """
+    with tf.compat.v1.variable_scope(scope):
+        return _conv_bn(inputs, depth, kernel_size, is_training, stride,
+                        scoping.settings(conv_bn))
 
 
-@contextlib.contextmanager
-def folded_batch_norm():
-    """Networks built in the block fold each batch norm into the convolution before it: the
-    convolution gets a bias and the batch norm is gone (its moving averages are constants once
-    training is over). For inference graphs only (is_training False); their variables take the
-    values `nets.folding.fold_batch_norm` gives."""
-    global _folding
-    outer, _folding = _folding, True
-    try:
-        yield
-    finally:
-        _folding = outer
+@scoping.add_arg_scope(fold_batch_norm=False)
+def conv_bn_relu(inputs, depth, kernel_size, is_training, stride=1, scope="conv"):
+    """Convolution (SAME padding, no bias), then batch norm, then ReLU.
+
+    Arguments, returns, settings and errors as for `conv_bn`.
+    """
+    with tf.compat.v1.variable_scope(scope):
+        return tf.nn.relu(_conv_bn(inputs, depth, kernel_size, is_training, stride,
+                                   scoping.settings(conv_bn_relu)))
 
 
 def dense(inputs, units, scope="fc"):
@@ -156,12 +171,15 @@ def dense(inputs, units, scope="fc"):
     """
     with tf.compat.v1.variable_scope(scope):
         features = int(inputs.shape[-1])
-        weights = tf.compat.v1.get_variable("weights", [features, units],
-                                            initializer=he_initializer())
+        weights = _weights([features, units])
         biases = tf.compat.v1.get_variable("biases", [units],
                                            initializer=tf.compat.v1.zeros_initializer())
         flops.record_multiply_adds(features * units)
         return tf.nn.bias_add(fast_ops.matmul(inputs, weights), biases)
+
+
+# The layers that read each setting, to name in an arg_scope.
+WITH_BATCH_NORM = (conv_bn, conv_bn_relu)
 
 
 def dropout(inputs, rate, is_training, scope="dropout"):
@@ -231,17 +249,29 @@ def classifier(inputs, hidden, num_classes, is_training, end_points, dropout_rat
     return logits
 
 
-def _convolve(inputs, depth, kernel_size, stride, padding, use_bias):
-    """A convolution of NHWC inputs in the current variable scope: `weights` [k, k, channels,
-    depth], and `biases` [depth] if use_bias (left out where batch norm follows, whose beta is the
-    bias)."""
-    channels = int(inputs.shape[-1])
-    weights = tf.compat.v1.get_variable(
-        "weights", [kernel_size, kernel_size, channels, depth], initializer=he_initializer())
+def _conv_bn(inputs, depth, kernel_size, is_training, stride, settings):
+    """The convolution and batch norm of conv_bn(_relu) in the current variable scope. Folded, the
+    convolution has a bias and the batch norm is gone."""
+    folded = settings.fold_batch_norm
+    if folded and tf.get_static_value(is_training) in (None, True):
+        raise ValueError("folded batch norm is for inference: is_training must be False")
+    weights = _weights([kernel_size, kernel_size, int(inputs.shape[-1]), depth])
+    outputs = _convolve(inputs, weights, stride, "SAME", use_bias=folded)
+    return outputs if folded else batch_norm(outputs, is_training)
+
+
+def _weights(shape):
+    """The `weights` variable of a layer in the current variable scope, He-initialised."""
+    return tf.compat.v1.get_variable("weights", shape, initializer=he_initializer())
+
+
+def _convolve(inputs, weights, stride, padding, use_bias):
+    """The convolution of `inputs` by `weights`, plus `biases` [depth] made in the current variable
+    scope if use_bias; its multiply-adds recorded."""
     outputs = fast_ops.convolve(inputs, weights, stride, padding)
     if use_bias:
         biases = tf.compat.v1.get_variable(
-            "biases", [depth], initializer=tf.compat.v1.zeros_initializer())
+            "biases", [int(weights.shape[-1])], initializer=tf.compat.v1.zeros_initializer())
         outputs = tf.nn.bias_add(outputs, biases)
     flops.record_convolution(weights, outputs)
     return outputs
@@ -271,3 +301,9 @@ def _smart_cond(pred, true_fn, false_fn):
     if value is None:
         return tf.cond(pred, true_fn, false_fn)
     return true_fn() if value else false_fn()
+
+
+__all__ = ["BATCH_NORM_DECAY", "BATCH_NORM_EPSILON", "WITH_BATCH_NORM",
+           "arg_scope", "current_arg_scope", "he_initializer", "batch_norm", "conv_relu",
+           "conv_bn", "conv_bn_relu", "dense", "dropout", "relu", "max_pool", "global_avg_pool",
+           "flatten", "classifier"]

@@ -46,8 +46,7 @@ def lenet5(images, num_classes, is_training, scope="lenet5", reuse=None):
         net = images
         for index, depth in enumerate((6, 16)):
             name = "conv%d" % (index + 1)
-            net = layers.conv_bn_relu(net, depth, 5, is_training, padding="VALID",
-                                      use_batch_norm=False, scope=name)
+            net = layers.conv_relu(net, depth, 5, padding="VALID", scope=name)
             end_points[name] = net
             net = layers.max_pool(net, 2, 2, padding="VALID", scope="pool%d" % (index + 1))
             end_points["pool%d" % (index + 1)] = net

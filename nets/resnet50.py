@@ -58,16 +58,14 @@ def bottleneck(inputs, depth, stride, is_training, projection, scope="bottleneck
         # Both branches start with a 1x1 convolution of this stride, i.e. a subsampling: done once.
         subsampled = fast_ops.subsample(inputs, stride)
         if projection:
-            shortcut = layers.conv_bn_relu(subsampled, depth, 1, is_training, use_relu=False,
-                                           scope="shortcut")
+            shortcut = layers.conv_bn(subsampled, depth, 1, is_training, scope="shortcut")
         else:
             shortcut = inputs
         residual = layers.conv_bn_relu(subsampled, depth // EXPANSION, 1, is_training,
                                        scope="conv1")
         residual = layers.conv_bn_relu(residual, depth // EXPANSION, 3, is_training,
                                        scope="conv2")
-        residual = layers.conv_bn_relu(residual, depth, 1, is_training, use_relu=False,
-                                       scope="conv3")
+        residual = layers.conv_bn(residual, depth, 1, is_training, scope="conv3")
         return tf.nn.relu(shortcut + residual)
 
 

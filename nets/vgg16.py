@@ -56,9 +56,11 @@ def vgg16(images, num_classes, is_training, scope="vgg16", fc_depth=4096, dropou
             block = "conv%d" % (index + 1)
             with tf.compat.v1.variable_scope(block):
                 for conv in range(convolutions):
-                    net = layers.conv_bn_relu(net, depth, 3, is_training,
-                                              use_batch_norm=use_batch_norm,
-                                              scope="%s_%d" % (block, conv + 1))
+                    name = "%s_%d" % (block, conv + 1)
+                    if use_batch_norm:
+                        net = layers.conv_bn_relu(net, depth, 3, is_training, scope=name)
+                    else:
+                        net = layers.conv_relu(net, depth, 3, scope=name)
             end_points[block] = net
             net = layers.max_pool(net, 2, 2, scope="pool%d" % (index + 1))
             end_points["pool%d" % (index + 1)] = net
