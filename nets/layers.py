@@ -23,14 +23,22 @@ Choices that concern a whole network are settings of its layers, made for the la
   fold_batch_norm  (WITH_BATCH_NORM, default False) each batch norm is left out and its
                    convolution gets a bias: the inference form, whose values `nets.folding`
                    computes; only for graphs built with is_training False.
+  weight_decay     (WITH_WEIGHTS, default 0.0) each weight matrix of a convolution or dense layer
+                   adds weight_decay * tf.nn.l2_loss(weights) to
+                   `tf.compat.v1.GraphKeys.REGULARIZATION_LOSSES`; 0 adds nothing. Biases and
+                   batch norm are not decayed. The losses are ops added while the network is
+                   built, so the op-level seeds of the initialisers after them move: a run with
+                   weight decay starts from other initial weights than the same seed without.
 
 Usage:
   with tf.Graph().as_default():
     images = tf.compat.v1.placeholder(tf.float32, [None, 64, 64, 1])
-    with layers.arg_scope(layers.WITH_BATCH_NORM, fold_batch_norm=True):
-      net = layers.conv_bn_relu(images, 64, 3, False, scope='conv1')
+    is_training = tf.compat.v1.placeholder_with_default(False, [])
+    with layers.arg_scope(layers.WITH_WEIGHTS, weight_decay=1e-4):
+      net = layers.conv_bn_relu(images, 64, 3, is_training, scope='conv1')
       net = layers.max_pool(net, 2, 2)
       logits = layers.dense(layers.flatten(net), 3, scope='logits')
+    decay = tf.add_n(tf.compat.v1.losses.get_regularization_losses())
 """
 import zlib
 
@@ -101,6 +109,7 @@ def batch_norm(inputs, is_training, decay=BATCH_NORM_DECAY, epsilon=BATCH_NORM_E
         return outputs
 
 
+@scoping.add_arg_scope(weight_decay=0.0)
 def conv_relu(inputs, depth, kernel_size, stride=1, padding="SAME", scope="conv"):
     """Convolution with a bias, then ReLU: the unit of the networks without batch norm.
 
@@ -114,13 +123,16 @@ def conv_relu(inputs, depth, kernel_size, stride=1, padding="SAME", scope="conv"
 
     Returns:
       The output tensor [batch, height', width', depth].
+
+    Settings (arg_scope): weight_decay.
     """
     with tf.compat.v1.variable_scope(scope):
-        weights = _weights([kernel_size, kernel_size, int(inputs.shape[-1]), depth])
+        weights = _weights([kernel_size, kernel_size, int(inputs.shape[-1]), depth],
+                           scoping.settings(conv_relu))
         return tf.nn.relu(_convolve(inputs, weights, stride, padding, use_bias=True))
 
 
-@scoping.add_arg_scope(fold_batch_norm=False)
+@scoping.add_arg_scope(fold_batch_norm=False, weight_decay=0.0)
 def conv_bn(inputs, depth, kernel_size, is_training, stride=1, scope="conv"):
     """Convolution (SAME padding, no bias), then batch norm: a residual branch's last unit.
 
@@ -137,7 +149,7 @@ def conv_bn(inputs, depth, kernel_size, is_training, stride=1, scope="conv"):
       The output tensor [batch, height / stride, width / stride, depth].
 
     Settings (arg_scope): fold_batch_norm (then `scope` holds `weights` and `biases` and no batch
-    norm).
+    norm), weight_decay.
 
     Raises:
       ValueError: fold_batch_norm is set and `is_training` is not the constant False.
@@ -147,7 +159,7 @@ def conv_bn(inputs, depth, kernel_size, is_training, stride=1, scope="conv"):
                         scoping.settings(conv_bn))
 
 
-@scoping.add_arg_scope(fold_batch_norm=False)
+@scoping.add_arg_scope(fold_batch_norm=False, weight_decay=0.0)
 def conv_bn_relu(inputs, depth, kernel_size, is_training, stride=1, scope="conv"):
     """Convolution (SAME padding, no bias), then batch norm, then ReLU.
 
@@ -158,6 +170,7 @@ def conv_bn_relu(inputs, depth, kernel_size, is_training, stride=1, scope="conv"
                                    scoping.settings(conv_bn_relu)))
 
 
+@scoping.add_arg_scope(weight_decay=0.0)
 def dense(inputs, units, scope="fc"):
     """A fully connected layer (no activation) of [batch, features] inputs.
 
@@ -168,10 +181,12 @@ def dense(inputs, units, scope="fc"):
 
     Returns:
       The tensor [batch, units].
+
+    Settings (arg_scope): weight_decay.
     """
     with tf.compat.v1.variable_scope(scope):
         features = int(inputs.shape[-1])
-        weights = _weights([features, units])
+        weights = _weights([features, units], scoping.settings(dense))
         biases = tf.compat.v1.get_variable("biases", [units],
                                            initializer=tf.compat.v1.zeros_initializer())
         flops.record_multiply_adds(features * units)
@@ -180,6 +195,7 @@ def dense(inputs, units, scope="fc"):
 
 # The layers that read each setting, to name in an arg_scope.
 WITH_BATCH_NORM = (conv_bn, conv_bn_relu)
+WITH_WEIGHTS = (conv_relu, conv_bn, conv_bn_relu, dense)
 
 
 def dropout(inputs, rate, is_training, scope="dropout"):
@@ -255,14 +271,23 @@ def _conv_bn(inputs, depth, kernel_size, is_training, stride, settings):
     folded = settings.fold_batch_norm
     if folded and tf.get_static_value(is_training) in (None, True):
         raise ValueError("folded batch norm is for inference: is_training must be False")
-    weights = _weights([kernel_size, kernel_size, int(inputs.shape[-1]), depth])
+    weights = _weights([kernel_size, kernel_size, int(inputs.shape[-1]), depth], settings)
     outputs = _convolve(inputs, weights, stride, "SAME", use_bias=folded)
     return outputs if folded else batch_norm(outputs, is_training)
 
 
-def _weights(shape):
-    """The `weights` variable of a layer in the current variable scope, He-initialised."""
-    return tf.compat.v1.get_variable("weights", shape, initializer=he_initializer())
+def _weights(shape, settings):
+    """The `weights` variable of a layer in the current variable scope, He-initialised, with its
+    L2 loss in REGULARIZATION_LOSSES if settings.weight_decay is not 0."""
+    decay = settings.weight_decay
+    if decay < 0:
+        raise ValueError("weight_decay must be at least 0, got %r" % (decay,))
+    regularizer = None
+    if decay:
+        def regularizer(weights):
+            return tf.multiply(float(decay), tf.nn.l2_loss(weights), name="weight_decay")
+    return tf.compat.v1.get_variable("weights", shape, initializer=he_initializer(),
+                                     regularizer=regularizer)
 
 
 def _convolve(inputs, weights, stride, padding, use_bias):
@@ -303,7 +328,7 @@ def _smart_cond(pred, true_fn, false_fn):
     return true_fn() if value else false_fn()
 
 
-__all__ = ["BATCH_NORM_DECAY", "BATCH_NORM_EPSILON", "WITH_BATCH_NORM",
+__all__ = ["BATCH_NORM_DECAY", "BATCH_NORM_EPSILON", "WITH_BATCH_NORM", "WITH_WEIGHTS",
            "arg_scope", "current_arg_scope", "he_initializer", "batch_norm", "conv_relu",
            "conv_bn", "conv_bn_relu", "dense", "dropout", "relu", "max_pool", "global_avg_pool",
            "flatten", "classifier"]

@@ -12,7 +12,7 @@ around the builder's call, and only there:
 As in slim (tf_slim/ops/arg_scope.py), a scope is keyed by layer function, scopes nest (the
 innermost value of a setting wins, the others are kept), and a scope can be saved and entered again:
 
-  with layers.arg_scope(layers.WITH_BATCH_NORM, fold_batch_norm=True) as saved:
+  with layers.arg_scope([layers.dense], weight_decay=1e-4) as saved:
     ...
   with layers.arg_scope(saved):
     ...

@@ -1,11 +1,15 @@
-"""Tests of nets.layers and nets.flops: batch norm, dropout, the convolution layers and the forward
-cost, each on a layer or two in a fresh graph."""
+"""Tests of nets.layers and nets.flops: batch norm, dropout, the convolution layers, weight decay
+and the forward cost, each on a layer or two in a fresh graph."""
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import nets
 from nets import flops, layers
 from tests.nets_helpers import NUM_CLASSES, make_inputs, random_images
+
+REGULARIZATION_LOSSES = tf.compat.v1.GraphKeys.REGULARIZATION_LOSSES
+
 
 def batch_norm_graph():
     images = tf.compat.v1.placeholder(tf.float32, [None, 2, 2, 3])
@@ -105,6 +109,78 @@ def test_the_convolution_layers_variables_and_activations():
                         for v in batch_norm})
     assert plain.shape == normalised.shape == (2, 4, 4, 2) and both.shape == (2, 2, 2, 2)
     assert plain.min() >= 0 and both.min() >= 0 and normalised.min() < 0  # ReLU or not
+
+
+def tiny_net(images, is_training):
+    """A convolution with batch norm, one without, and a dense layer: one of each weighted layer."""
+    net = layers.conv_bn_relu(images, 4, 3, is_training, scope="conv1")
+    net = layers.conv_relu(net, 4, 3, scope="conv2")
+    return layers.dense(layers.flatten(net), NUM_CLASSES, scope="logits")
+
+
+WEIGHTS = ["conv1/weights", "conv2/weights", "logits/weights"]
+
+
+def test_no_weight_decay_by_default():
+    with tf.Graph().as_default() as graph:
+        tiny_net(*make_inputs(size=4))
+        assert graph.get_collection(REGULARIZATION_LOSSES) == []
+        plain = [op.type for op in graph.get_operations()]
+    with tf.Graph().as_default() as graph:
+        with layers.arg_scope(layers.WITH_WEIGHTS, weight_decay=0.0):
+            tiny_net(*make_inputs(size=4))
+        assert graph.get_collection(REGULARIZATION_LOSSES) == []
+        assert [op.type for op in graph.get_operations()] == plain  # the very same graph
+
+
+def test_weight_decay_adds_the_l2_loss_of_each_weight_matrix():
+    with tf.Graph().as_default() as graph:
+        with layers.arg_scope(layers.WITH_WEIGHTS, weight_decay=1e-3):
+            tiny_net(*make_inputs(size=4))
+        losses = graph.get_collection(REGULARIZATION_LOSSES)
+        weights = {v.op.name: v for v in tf.compat.v1.trainable_variables()}
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            losses, weights = sess.run([losses, weights])
+    # One loss per weight matrix, in the order the layers are built; none for biases or gamma.
+    expected = [1e-3 * np.sum(np.square(weights[name])) / 2 for name in WEIGHTS]
+    np.testing.assert_allclose(losses, expected, rtol=1e-5)
+    assert min(expected) > 1e-4  # not a comparison of zeros
+
+
+def test_weight_decay_for_some_layers_only():
+    with tf.Graph().as_default() as graph:
+        with layers.arg_scope([layers.dense], weight_decay=1e-3):
+            tiny_net(*make_inputs(size=4))
+        losses = graph.get_collection(REGULARIZATION_LOSSES)
+    assert [loss.op.name for loss in losses] == ["logits/weights/Regularizer/weight_decay"]
+
+
+def test_weight_decay_below_zero_is_refused():
+    with tf.Graph().as_default():
+        with layers.arg_scope([layers.dense], weight_decay=-1e-4), \
+                pytest.raises(ValueError, match="weight_decay"):
+            layers.dense(tf.zeros([1, 2]), 3)
+
+
+def test_the_trainers_total_loss_includes_the_weight_decay():
+    from training import model as model_lib
+
+    def builder(images, num_classes, is_training):
+        logits = tiny_net(images, is_training)
+        return logits, {"logits": logits}
+
+    with tf.Graph().as_default():
+        with layers.arg_scope(layers.WITH_WEIGHTS, weight_decay=1e-2):
+            model = model_lib.build(builder, (4, 4, 1), NUM_CLASSES, seed=0)
+        decay = tf.add_n(tf.compat.v1.losses.get_regularization_losses())
+        feed = {model.images: random_images(2, size=4),
+                model.labels: np.eye(NUM_CLASSES, dtype=np.float32)[[0, 2]]}
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            total, loss, decay = sess.run([model.total_loss, model.loss, decay], feed)
+    assert decay > 1e-3
+    np.testing.assert_allclose(total, loss + decay, rtol=1e-6)
 
 
 def test_forward_flops_of_a_tiny_net():

@@ -76,6 +76,9 @@ def test_a_setting_a_layer_does_not_declare_is_refused_on_entry():
     with pytest.raises(TypeError, match="second has no setting mode; it has: rate"):
         with arg_scope([first, second], mode="folded"):
             pass
+    with pytest.raises(TypeError, match="conv_relu has no setting fold_batch_norm"):
+        with arg_scope([layers.conv_relu], fold_batch_norm=True):
+            pass
     with pytest.raises(TypeError, match="no setting mode"):
         with arg_scope({second: {"mode": "folded"}}):
             pass
@@ -88,9 +91,6 @@ def test_a_function_without_settings_or_a_lone_layer_is_refused():
             pass
     with pytest.raises(ValueError, match="undeclared"):
         settings(undeclared)
-    with pytest.raises(ValueError, match="conv_relu takes no scoped settings"):
-        with arg_scope([layers.conv_relu], fold_batch_norm=True):
-            pass
     with pytest.raises(TypeError, match="list or tuple"):
         with arg_scope(first, rate=0.5):
             pass
@@ -124,4 +124,6 @@ def test_scopes_are_per_thread():
 
 def test_the_layer_groups_declare_their_setting():
     for layer in layers.WITH_BATCH_NORM:
-        assert scoping.arg_scoped_settings(layer)["fold_batch_norm"] is False
+        assert "fold_batch_norm" in scoping.arg_scoped_settings(layer)
+    for layer in layers.WITH_WEIGHTS:
+        assert scoping.arg_scoped_settings(layer)["weight_decay"] == 0.0
