@@ -9,7 +9,9 @@ Every builder has one signature (ARCHITECTURE.md):
 `end_points` a dict of named intermediate tensors; every network has 'features' (the input of its
 logits layer) and 'logits'. `is_training` may also be a Python bool, which builds one mode only,
 without the `tf.cond`s of batch norm and dropout. Batch-norm moving averages are updated by the
-ops in `tf.compat.v1.GraphKeys.UPDATE_OPS`. This package imports TensorFlow only, never files.
+ops in `tf.compat.v1.GraphKeys.UPDATE_OPS`. To share a network's variables with an earlier build,
+build it again inside `tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(), reuse=True)`.
+This package imports TensorFlow only, never files.
 
 Trainable parameters for 64x64x1 inputs and 3 classes, and forward cost per image:
 

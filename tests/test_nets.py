@@ -179,6 +179,22 @@ def test_tiny_resnet_gradients_reach_every_variable():
             v.op.name for v, g in zip(variables, gradients) if g is None]
 
 
+def test_a_second_build_in_a_reusing_scope_shares_the_variables():
+    builder = nets.get("lenet5")
+    batch = random_images(2)
+    with tf.Graph().as_default():
+        images, is_training = make_inputs()
+        first, _ = builder(images, NUM_CLASSES, is_training)
+        count = len(tf.compat.v1.global_variables())
+        with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(), reuse=True):
+            second, _ = builder(images, NUM_CLASSES, is_training)
+        assert len(tf.compat.v1.global_variables()) == count
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            first, second = sess.run([first, second], {images: batch})
+    np.testing.assert_array_equal(first, second)
+
+
 def test_nets_import_tensorflow_only():
     forbidden = ["keras", "tf.layers", "compat.v1.layers", "tf.contrib", "tf.estimator", "lidc",
                  "open("]
