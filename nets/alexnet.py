@@ -62,3 +62,7 @@ def alexnet(images, num_classes, is_training, scope="alexnet", fc_depth=4096):
         logits = layers.classifier(net, [("fc6", fc_depth), ("fc7", fc_depth)], num_classes,
                                    is_training, end_points, DROPOUT_RATE)
     return logits, end_points
+
+
+# The input side the network is written for (slim's convention), which the shapes above assume.
+alexnet.default_image_size = 64

@@ -52,3 +52,7 @@ def lenet5(images, num_classes, is_training, scope="lenet5"):
         logits = layers.classifier(net, [("fc3", 120), ("fc4", 84)], num_classes, is_training,
                                    end_points)
     return logits, end_points
+
+
+# The input side the network is written for (slim's convention), which the shapes above assume.
+lenet5.default_image_size = 64

@@ -65,6 +65,10 @@ def vgg16_bn(images, num_classes, is_training, scope="vgg16", fc_depth=4096, blo
         return _vgg(images, num_classes, is_training, blocks, fc_depth, convolution)
 
 
+# The input side the network is written for (slim's convention), which the shapes above assume.
+vgg16.default_image_size = 64
+vgg16_bn.default_image_size = 64
+
 
 def _vgg(images, num_classes, is_training, blocks, fc_depth, convolution):
     """The network in the current variable scope; convolution(net, depth, scope) is its unit."""

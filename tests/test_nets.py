@@ -10,15 +10,15 @@ import pytest
 import tensorflow as tf
 
 import nets
-from nets import resnet50
+from nets import resnet_v1
 from tests.nets_helpers import NUM_CLASSES, built, make_inputs, random_images
 
 TINY_STAGES = [(8, 1, 1), (16, 2, 2)]
 
 
 def tiny_resnet(images, is_training):
-    return resnet50.resnet_v1(images, NUM_CLASSES, is_training, TINY_STAGES, scope="tiny",
-                              stem_depth=4)
+    return resnet_v1.resnet_v1(images, NUM_CLASSES, is_training, TINY_STAGES, scope="tiny",
+                               stem_depth=4)
 
 
 # Parameter counts from the architectures' arithmetic, independent of the graphs.
@@ -98,6 +98,11 @@ def test_output_shape_with_unknown_batch(name):
     assert logits.shape.as_list() == [None, NUM_CLASSES]
     assert end_points["logits"] is logits
     assert end_points["features"].shape.as_list()[0] is None
+
+
+@pytest.mark.parametrize("name", sorted(nets.NETWORKS))
+def test_default_image_size(name):
+    assert nets.get(name).default_image_size == 64
 
 
 @pytest.mark.parametrize("name", sorted(nets.NETWORKS))

@@ -23,7 +23,7 @@ Usage:
   with tf.Graph().as_default():
     images = tf.compat.v1.placeholder(tf.float32, [None, 64, 64, 1])
     is_training = tf.compat.v1.placeholder_with_default(False, [])
-    logits, end_points = resnet50.resnet50(images, 3, is_training)
+    logits, end_points = resnet_v1.resnet50(images, 3, is_training)
     features = end_points['block4']  # [batch, 2, 2, 2048]
 """
 import tensorflow as tf
@@ -139,3 +139,10 @@ def resnet101(images, num_classes, is_training, scope="resnet101"):
 def resnet152(images, num_classes, is_training, scope="resnet152"):
     """ResNet-152: stages of 3, 8, 36, 3 units. Arguments and returns as for `resnet_v1`."""
     return resnet_v1(images, num_classes, is_training, RESNET152, scope=scope)
+
+
+# The input side the networks are written for (slim's convention), which the shapes above assume.
+resnet_v1.default_image_size = 64
+resnet50.default_image_size = 64
+resnet101.default_image_size = 64
+resnet152.default_image_size = 64
