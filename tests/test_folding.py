@@ -6,9 +6,7 @@ import tensorflow as tf
 
 from nets import folding, layers
 from tests.nets_helpers import make_inputs, random_images
-from tests.test_nets import tiny_resnet
-
-TINY_SIZE = 32
+from tests.test_resnet_v1 import TINY_SIZE, tiny_resnet
 
 
 def random_values(variables, seed=0):

@@ -1,7 +1,9 @@
-"""Tests of the graph builders in nets/, in the manner of TF-slim's *_test.py.
+"""Tests of the registry of networks (nets/__init__.py), of what every registered network shares
+(the builder signature, unknown batch size, the parameter counts and costs the docstrings document)
+and of the package's imports. Each network's own tests: test_lenet5.py, test_alexnet.py,
+test_vgg16.py, test_resnet_v1.py.
 
-Full-size networks are only built as graphs (never run); sessions run tiny variants on batches of
-one or two, so the file stays fast.
+Full-size networks are only built as graphs here, once each (tests/nets_helpers.built), never run.
 """
 import pathlib
 
@@ -10,15 +12,7 @@ import pytest
 import tensorflow as tf
 
 import nets
-from nets import resnet_v1
 from tests.nets_helpers import NUM_CLASSES, built, make_inputs, random_images
-
-TINY_STAGES = [(8, 1, 1), (16, 2, 2)]
-
-
-def tiny_resnet(images, is_training):
-    return resnet_v1.resnet_v1(images, NUM_CLASSES, is_training, TINY_STAGES, scope="tiny",
-                               stem_depth=4)
 
 
 # Parameter counts from the architectures' arithmetic, independent of the graphs.
@@ -82,14 +76,17 @@ PARAMETERS = {
 }
 
 
-def test_registry_has_display_names():
+def test_registry_names_and_display_names():
     assert set(nets.DISPLAY_NAMES) == set(nets.NETWORKS) == set(PARAMETERS)
-    assert nets.DISPLAY_NAMES["resnet50"] == "ResNet-50"
+    assert nets.DISPLAY_NAMES == {
+        "lenet5": "LeNet-5", "alexnet": "AlexNet", "vgg16": "VGG-16", "resnet50": "ResNet-50",
+        "resnet101": "ResNet-101", "resnet152": "ResNet-152"}
 
 
 def test_get_unknown_name_lists_known_names():
-    with pytest.raises(ValueError, match="resnet50"):
+    with pytest.raises(ValueError, match="lenet5, resnet101, resnet152, resnet50, vgg16"):
         nets.get("resnet49")
+    assert nets.get("vgg16") is nets.NETWORKS["vgg16"]
 
 
 @pytest.mark.parametrize("name", sorted(nets.NETWORKS))
@@ -113,75 +110,22 @@ def test_parameter_count(name):
     assert nets.count_params(graph) == documented
 
 
-def test_resnet50_end_points():
-    _, _, end_points = built("resnet50")
-    expected = {
-        "conv1": [None, 32, 32, 64],
-        "pool1": [None, 16, 16, 64],
-        "block1": [None, 16, 16, 256],
-        "block2": [None, 8, 8, 512],
-        "block3": [None, 4, 4, 1024],
-        "block4": [None, 2, 2, 2048],
-        "block3/unit_6": [None, 4, 4, 1024],
-        "pool": [None, 2048],
-        "logits": [None, NUM_CLASSES],
-    }
-    for name, shape in expected.items():
-        assert end_points[name].shape.as_list() == shape, name
-    assert "block3/unit_7" not in end_points
+# Forward FLOPs per 64x64x1 image, as the docstrings and the README give them (GFLOPs, 3 places).
+FLOPS = {"lenet5": 0.005, "alexnet": 0.783, "vgg16": 2.546, "resnet50": 0.617,
+         "resnet101": 1.223, "resnet152": 1.829}
 
 
-def test_resnet50_batch_norm_collections():
-    graph, _, _ = built("resnet50")
-    batch_norms = 1 + 3 * 16 + 4  # stem, three per unit, four projections
-    assert len(graph.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)) == 2 * batch_norms
-    averages = graph.get_collection(tf.compat.v1.GraphKeys.MOVING_AVERAGE_VARIABLES)
-    assert len(averages) == 2 * batch_norms
-    trainable = {v.op.name for v in graph.get_collection(
-        tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)}
-    assert not trainable & {v.op.name for v in averages}
+@pytest.mark.parametrize("name", sorted(nets.NETWORKS))
+def test_forward_flops_as_documented(name):
+    graph, _, _ = built(name)
+    assert round(nets.forward_flops(graph) / 1e9, 3) == FLOPS[name]
 
 
-def test_tiny_resnet_variable_names():
-    with tf.Graph().as_default():
-        tiny_resnet(*make_inputs(size=32))
-        names = {v.op.name for v in tf.compat.v1.global_variables()}
-
-    def conv_bn(scope):
-        return {scope + "/weights"} | {scope + "/bn/" + v for v in
-                                       ("gamma", "beta", "moving_mean", "moving_variance")}
-
-    expected = conv_bn("tiny/conv1") | {"tiny/logits/weights", "tiny/logits/biases"}
-    for unit, convs in [("block1/unit_1", ("shortcut", "conv1", "conv2", "conv3")),
-                        ("block2/unit_1", ("shortcut", "conv1", "conv2", "conv3")),
-                        ("block2/unit_2", ("conv1", "conv2", "conv3"))]:
-        for conv in convs:
-            expected |= conv_bn("tiny/%s/bottleneck/%s" % (unit, conv))
-    assert names == expected
-
-
-def test_tiny_resnet_training_and_inference_differ():
-    with tf.Graph().as_default():
-        images, is_training = make_inputs(size=32)
-        logits, _ = tiny_resnet(images, is_training)
-        with tf.compat.v1.Session() as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            batch = random_images(2, size=32)
-            inference = sess.run(logits, {images: batch})
-            training = sess.run(logits, {images: batch, is_training: True})
-            assert inference.shape == (2, NUM_CLASSES)
-            assert np.allclose(inference, sess.run(logits, {images: batch}))
-            assert not np.allclose(inference, training)
-
-
-def test_tiny_resnet_gradients_reach_every_variable():
-    with tf.Graph().as_default():
-        images, is_training = make_inputs(size=32)
-        logits, _ = tiny_resnet(images, is_training)
-        variables = tf.compat.v1.trainable_variables()
-        gradients = tf.gradients(tf.reduce_sum(logits), variables)
-        assert all(g is not None for g in gradients), [
-            v.op.name for v, g in zip(variables, gradients) if g is None]
+def test_lenet5_forward_flops_from_the_architecture():
+    # 64 -conv5-> 60 -pool-> 30 -conv5-> 26 -pool-> 13
+    multiply_adds = (60 * 60 * 25 * 1 * 6 + 26 * 26 * 25 * 6 * 16
+                     + 13 * 13 * 16 * 120 + 120 * 84 + 84 * NUM_CLASSES)
+    assert nets.forward_flops(built("lenet5")[0]) == 2 * multiply_adds
 
 
 def test_a_second_build_in_a_reusing_scope_shares_the_variables():
