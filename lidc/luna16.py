@@ -139,7 +139,8 @@ def _lesion_row(group, geometry):
     series = geometry.get(first.series_uid) if geometry is not None else None
     if series is None:
         zs = [r.z for r in regions]
-        row.update(z_first=number(min(zs)), z_last=number(max(zs)))
+        if zs:
+            row.update(z_first=number(min(zs)), z_last=number(max(zs)))
         return row
     placed = [r.slice_index for r in regions if r.slice_index is not None]
     if placed:
@@ -175,21 +176,21 @@ def reader_measure(mark, series):
       mm^3: the pixels strictly inside the outlines (less those inside holes) times the pixel
       area times the distance between slices.
     """
-    points, weights, pixels = [], [], 0
+    points, signs, weights, pixels = [], [], [], 0
     for roi in _outline(mark):
         if roi.slice_index is None:
             continue
-        sign = 1 if roi.inclusion else -1
+        signs.append(1 if roi.inclusion else -1)
         points.append(series.world(roi.slice_index, *roi.centroid))
-        weights.append(sign * _polygon_area(roi.points))
-        pixels += sign * _inside_pixels(roi.points)
+        weights.append(signs[-1] * _polygon_area(roi.points))
+        pixels += signs[-1] * _inside_pixels(roi.points)
     if not points:
         return None, 0.0
-    points, weights = np.array(points), np.array(weights)
+    points, weights, outlines = np.array(points), np.array(weights), np.array(signs) > 0
     if weights.sum() > 0:
         centre = weights @ points / weights.sum()
-    else:
-        centre = points[weights >= 0].mean(axis=0)
+    else:  # points, or outlines enclosing nothing: where they are
+        centre = points[outlines].mean(axis=0) if outlines.any() else points.mean(axis=0)
     volume = max(pixels, 0) * series.spacing[0] * series.spacing[1] * series.step
     return centre, volume
 
