@@ -161,9 +161,9 @@ def test_batch_norm_updates_run_with_the_train_op():
 
 
 def small_resnet(images, num_classes, is_training):
-    from nets import resnet50
-    return resnet50.resnet_v1(images, num_classes, is_training, [(8, 1, 1), (16, 1, 2)],
-                              scope="small", stem_depth=4)
+    from nets import resnet_v1
+    return resnet_v1.resnet_v1(images, num_classes, is_training, [(8, 1, 1), (16, 1, 2)],
+                               scope="small", stem_depth=4)
 
 
 def test_the_export_folds_batch_norm_and_predicts_as_the_training_graph(tmp_path):

@@ -14,6 +14,11 @@ def build_parser():
     p.add_argument("--name", type=cli.run_name, required=True, help="the run folder under --runs")
     p.add_argument("--batch-size", type=cli.number(int, 1), default=256,
                    help="patches per inference batch")
+    p.add_argument("--bootstrap", type=cli.number(int, 0), default=1000,
+                   help="resamples of the test patients for the 95%% confidence intervals "
+                        "(0: none)")
+    p.add_argument("--seed", type=cli.number(int, 0), default=0,
+                   help="fixes the bootstrap's resamples")
     return p
 
 
@@ -22,15 +27,18 @@ def main(argv=None):
     from training import environment
 
     environment.configure()
-    from training.evaluation import evaluate_run
+    from training.evaluation import EvalOptions, evaluate_run
 
-    report = evaluate_run(args.runs, args.name, args.work, args.batch_size)
+    report = evaluate_run(args.runs, args.name, args.work,
+                          EvalOptions(args.batch_size, args.bootstrap, args.seed))
     eval_dir = args.runs / args.name / "eval"
     cli.summary(f"evaluate: {args.name}", {
         "test accuracy": f"{report['accuracy']:.3f}",
         "macro F1": f"{report['macro']['f1']:.3f}",
+        "balanced accuracy": f"{report['balanced_accuracy']:.3f}",
         "metrics": eval_dir / "metrics.json",
-        "figures": f"{eval_dir / 'confusion.png'}, {eval_dir / 'learning_curves.png'}",
+        "figures": f"{eval_dir}/{{learning_curves,confusion,roc,calibration}}.png",
+        "report": args.runs / args.name / "report.html",
     })
     return 0
 

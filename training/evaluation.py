@@ -1,15 +1,35 @@
-"""Evaluating a trained run on the test set: its metrics, confusion matrix and learning curves.
+"""Evaluating a trained run on the test set: its metrics (per patch and per lesion), figures and
+the explanations of its answers, in runs/NAME/eval/.
 
-    report = evaluate_run(Path("runs"), "demo", Path("data/work"))
+    report = evaluate_run(Path("runs"), "demo", Path("data/work"), EvalOptions(bootstrap=1000))
+
+The steps, each a function here: predict the test set (with test-time augmentation when asked),
+measure (training.metrics), draw (training.plots), explain (training.explain: galleries, Grad-CAM)
+and write eval/metrics.json.
 """
 import re
+from dataclasses import dataclass
 
 from lidc.errors import LidcError
 from lidc.io import write_json
 from lidc.records import CLASS_NAMES
-from training import data, metrics, plots
+from training import data, metrics, plots, report as html, uncertainty
 from training.model import Predictor
 from training.rundir import locked, run_folder
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How to evaluate: patches per inference batch; bootstrap resamples of the test patients
+    for the confidence intervals (0: none) and their seed; the square symmetries averaged by
+    test-time augmentation (None: none); the end point Grad-CAM reads (None: the builder's
+    default) and how many patches of each class get one."""
+    batch_size: int = 256
+    bootstrap: int = 1000
+    seed: int = 0
+    tta: tuple | None = None
+    cam_end_point: str | None = None
+    cam_per_class: int = 4
 
 
 def class_names(num_classes):
@@ -19,12 +39,12 @@ def class_names(num_classes):
     return [f"class {c}" for c in range(num_classes)]
 
 
-def evaluate_run(runs, name, work, batch_size=256, log=print):
+def evaluate_run(runs, name, work, options=EvalOptions(), log=print):
     """Evaluates run `name` on WORK/dataset/test.npz and writes its eval/ folder.
 
     Returns:
-      the report written to eval/metrics.json (training.metrics.report plus run, checkpoint,
-      step, test_set).
+      the report written to eval/metrics.json (training.metrics.report plus lesion, run,
+      checkpoint, step, test_set).
     Raises:
       LidcError: no such run, no checkpoint, no test set, or the run is in use.
     """
@@ -35,32 +55,71 @@ def evaluate_run(runs, name, work, batch_size=256, log=print):
     with locked(run_dir):
         prefix = run_dir.checkpoint()
         with Predictor.from_checkpoint(prefix) as predictor:
-            probabilities = predictor.predict(test.x, batch_size)
-        names = class_names(probabilities.shape[1])
-        report = metrics.report(test.label, probabilities, names)
-        if "lesion_id" in test.columns:
-            lesion_labels, lesion_probabilities, _ = metrics.by_lesion(
-                test.label, probabilities, test.columns["lesion_id"])
-            report["lesion"] = {**metrics.report(lesion_labels, lesion_probabilities, names),
-                                "unit": "lesion"}
+            probabilities = predictor.predict(test.x, options.batch_size)
+        report = measure(test, probabilities, options)
         step = re.search(r"-(\d+)$", prefix)
         report.update(run=name, checkpoint=prefix, step=int(step.group(1)) if step else None,
                       test_set=test.path)
         write_json(run_dir.eval / "metrics.json", report)
-        _plots(run_dir, report, names)
+        _plots(run_dir, report)
+        html.write_run_report(run_dir)
     lesion = f"\nper lesion (mean of its patches):\n{metrics.table(report['lesion'])}" \
         if "lesion" in report else ""
     log(f"{name}: {len(test)} test patches, checkpoint {prefix}\n{metrics.table(report)}{lesion}")
     return report
 
 
-def _plots(run_dir, report, names):
-    name = run_dir.root.name
+def measure(test, probabilities, options):
+    """The report of `probabilities` on the test Split: per patch (with bootstrap intervals
+    over the patients, ROC curves and calibration), and per lesion where the split knows its
+    lesions."""
+    names = class_names(probabilities.shape[1])
+    report = metrics.report(test.label, probabilities, names)
+    if "patient_id" in test.columns:
+        report["uncertainty"] = _named(uncertainty.bootstrap(
+            test.label, probabilities, test.columns["patient_id"], options.bootstrap,
+            options.seed), names)
+    report["roc"] = {names[c]: curve
+                     for c, curve in metrics.roc_points(test.label, probabilities).items()}
+    report["calibration"] = metrics.reliability(test.label, probabilities)
+    if "lesion_id" in test.columns:
+        lesion_labels, lesion_probabilities, _ = metrics.by_lesion(
+            test.label, probabilities, test.columns["lesion_id"])
+        report["lesion"] = {**metrics.report(lesion_labels, lesion_probabilities, names),
+                            "unit": "lesion"}
+    return report
+
+
+def _named(result, names):
+    """The bootstrap result with its per-class intervals keyed by class name (JSON keys)."""
+    intervals = result["intervals"]
+    if intervals is not None:
+        intervals["per_class"] = {names[c]: v for c, v in intervals["per_class"].items()}
+    return result
+
+
+def _reference_lines(config, report):
+    """The stop threshold (when the run stops on accuracy) and the majority class's share of
+    the test set: what a learning curve is read against."""
+    lines = {}
+    if config.get("stop_metric", "accuracy") == "accuracy" and "stop_accuracy" in config:
+        lines["stop threshold"] = config["stop_accuracy"]
+    support = [c["support"] for c in report["per_class"].values()]
+    lines["majority class share (test)"] = max(support) / max(sum(support), 1)
+    return lines
+
+
+def _plots(run_dir, report):
+    name, names = run_dir.root.name, report["class_names"]
     plots.confusion(report["confusion"], names, run_dir.eval / "confusion.png",
                     title=f"{name}: test accuracy {report['accuracy']:.3f}")
+    plots.roc({names.index(n): curve for n, curve in report["roc"].items()},
+              {c: report["per_class"][n]["auc"] for c, n in enumerate(names)}, names,
+              run_dir.eval / "roc.png")
+    plots.calibration(report["calibration"], run_dir.eval / "calibration.png")
     if run_dir.metrics.is_file() and run_dir.metrics.stat().st_size:
         history = run_dir.read_metrics().get("history", [])
         config = run_dir.read_config() if run_dir.config.is_file() else {}
         if history:
             plots.learning_curves(history, run_dir.eval / "learning_curves.png",
-                                  config.get("stop_accuracy"), title=name)
+                                  _reference_lines(config, report), title=name)

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from lidc.errors import LidcError
-from nets import layers
+from nets import folding, layers
 
 v1 = tf.compat.v1
 
@@ -245,8 +245,8 @@ def export(session, model, export_dir):
     """Writes a saved model (serving signature images -> probabilities) to `export_dir`.
 
     The model is the network's inference form, in a graph of its own: is_training is fixed to
-    False and each batch norm is folded into the convolution before it (nets.layers
-    .folded_batch_norm), which made ResNet-50 inference 8% faster at batch 256 (bench/README.md).
+    False and each batch norm is folded into the convolution before it (nets.folding), which
+    made ResNet-50 inference 8% faster at batch 256 (bench/README.md).
     It holds the folded values of the network's variables in `session` (not Adam's slots) and
     gives the training graph's probabilities up to float32 rounding. Written to a temporary
     folder beside `export_dir` and renamed into place, so `export_dir` is always either the
@@ -259,7 +259,7 @@ def export(session, model, export_dir):
         staged = tmp / "model"  # the builder wants a folder that does not exist yet
         with tf.Graph().as_default() as graph, \
                 v1.Session(graph=graph, config=session_config()) as inference:
-            images, probabilities = _inference_form(model, layers.fold_batch_norm(values),
+            images, probabilities = _inference_form(model, folding.fold_batch_norm(values),
                                                     inference)
             builder = v1.saved_model.Builder(str(staged))
             signature = v1.saved_model.predict_signature_def(
@@ -284,7 +284,7 @@ def _inference_form(model, values, session):
     # on they cannot even be made without a seed.
     v1.set_random_seed(0)
     images = v1.placeholder(tf.float32, [None, *model.image_shape], name=SIGNATURE_INPUT)
-    with layers.folded_batch_norm():
+    with layers.arg_scope(layers.WITH_BATCH_NORM, fold_batch_norm=True):
         logits, _ = model.builder(images, model.num_classes, tf.constant(False))
     probabilities = tf.nn.softmax(logits, name=SIGNATURE_OUTPUT)
     variables = v1.global_variables()

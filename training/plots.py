@@ -38,59 +38,124 @@ def confusion(matrix, class_names, path, title="Confusion matrix"):
     _save(fig, path)
 
 
-def learning_curves(history, path, stop_accuracy=None, title="Learning curves"):
-    """Train and validation loss and accuracy against the step.
+def learning_curves(history, path, lines=None, title="Learning curves"):
+    """Train and validation loss (log axis) and accuracy against the step, with the validation
+    balanced accuracy where the history has it.
 
     Args:
       history: the `history` list of a run's metrics.json.
       path: the PNG to write.
-      stop_accuracy: drawn as a dashed line when given.
+      lines: optional {label: value} drawn as dashed horizontal lines on the accuracy panel
+        (e.g. the stop threshold, the majority class's share).
     """
     steps = [h["step"] for h in history]
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
-    loss_ax.plot(steps, [h["train_loss"] for h in history], label="train")
-    loss_ax.plot(steps, [h["val_loss"] for h in history], label="validation")
+    loss_ax.plot(steps, [h["train_loss"] for h in history], marker=".", label="train")
+    loss_ax.plot(steps, [h["val_loss"] for h in history], marker=".", label="validation")
+    loss_ax.set_yscale("log")
     loss_ax.set_xlabel("step")
-    loss_ax.set_ylabel("cross-entropy")
+    loss_ax.set_ylabel("cross-entropy (log scale)")
     loss_ax.legend()
-    acc_ax.plot(steps, [h.get("train_accuracy") for h in history], label="train (mean of batches)")
-    acc_ax.plot(steps, [h["val_accuracy"] for h in history], label="validation")
-    if stop_accuracy is not None:
-        acc_ax.axhline(stop_accuracy, linestyle="--", color="gray", label="stop threshold")
+    acc_ax.plot(steps, [h.get("train_accuracy") for h in history], marker=".",
+                label="train accuracy (mean of batches)")
+    acc_ax.plot(steps, [h["val_accuracy"] for h in history], marker=".",
+                label="validation accuracy")
+    if any(h.get("val_balanced_accuracy") is not None for h in history):
+        acc_ax.plot(steps, [h.get("val_balanced_accuracy") for h in history], marker=".",
+                    label="validation balanced accuracy")
+    for (label, value), style in zip((lines or {}).items(), ("--", ":", "-.")):
+        acc_ax.axhline(value, linestyle=style, color="gray", label=f"{label} ({value:.2f})")
     acc_ax.set_xlabel("step")
     acc_ax.set_ylabel("accuracy")
     acc_ax.set_ylim(0, 1.02)
-    acc_ax.legend()
+    acc_ax.legend(fontsize="small")
     fig.suptitle(title)
     _save(fig, path)
 
 
-def comparison(rows, path, metric="test_accuracy", title="Test accuracy by training-set size",
-               labels=None, baseline=None):
-    """One line per network: `metric` against the training-set size.
+def comparison(rows, path, metric="balanced_accuracy", labels=None, baselines=None):
+    """One line per network: the mean of `metric` over the seeds against the training-set size
+    (log axis), with error bars of one standard deviation where there are several seeds.
 
     Args:
-      rows: dicts with at least `net`, `size` and `metric`.
+      rows: compare.csv's rows: dicts with at least `net`, `size` and `metric`.
       path: the PNG to write.
+      metric: the column to plot.
       labels: optional dict net -> the name shown in the legend.
-      baseline: optional accuracy of always answering the majority class, drawn dashed so that
-        an accuracy can be told from class imbalance at a glance.
+      baselines: optional {label: value} drawn as dashed lines (chance, the majority class), so
+        that a figure can be told from class imbalance at a glance.
     """
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for net in dict.fromkeys(r["net"] for r in rows):
-        points = sorted((r["size"], r[metric]) for r in rows if r["net"] == net)
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
-                label=(labels or {}).get(net, net))
-    if baseline is not None:
-        ax.axhline(baseline, color="grey", linestyle="--", label=f"majority class ({baseline:.2f})")
+        sizes = sorted({r["size"] for r in rows if r["net"] == net})
+        values = [[r[metric] for r in rows if r["net"] == net and r["size"] == s
+                   and r[metric] is not None] for s in sizes]
+        means = [np.mean(v) if v else np.nan for v in values]
+        spread = [np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in values]
+        ax.errorbar(sizes, means, yerr=spread, marker="o", capsize=3,
+                    label=(labels or {}).get(net, net))
+    for (label, value), style in zip((baselines or {}).items(), ("--", ":")):
+        ax.axhline(value, color="grey", linestyle=style, label=f"{label} ({value:.2f})")
     ax.set_xscale("log")
     sizes = sorted({r["size"] for r in rows})
     ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.minorticks_off()
-    ax.set_xlabel("training-set size (patches)")
+    ax.set_xlabel("training-set size (patches, log scale)")
     ax.set_ylabel(metric.replace("_", " "))
     ax.set_ylim(0, 1)
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
+    seeds = len({r.get("seed") for r in rows})
+    ax.set_title(f"Test {metric.replace('_', ' ')} by training-set size"
+                 + (f" (mean ± sd over {seeds} seeds)" if seeds > 1 else ""))
+    _save(fig, path)
+
+
+def roc(curves, aucs, class_names, path, title="ROC curves (one class against the rest)"):
+    """Each class's ROC curve with its AUC in the legend.
+
+    Args:
+      curves: training.metrics.roc_points's output (class index -> {fpr, tpr}).
+      aucs: class index -> AUC (None when undefined).
+      class_names: the names, in class order.
+      path: the PNG to write.
+    """
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    for c, curve in curves.items():
+        auc = aucs.get(c)
+        label = class_names[c] + (f" (AUC {auc:.3f})" if auc is not None else "")
+        ax.plot(curve["fpr"], curve["tpr"], label=label)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="chance")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.legend(fontsize="small", loc="lower right")
     ax.set_title(title)
+    _save(fig, path)
+
+
+def calibration(reliability, path, title="Calibration"):
+    """The reliability diagram: in each confidence bin, how often the network was right
+    against how sure it was, with the expected calibration error in the title.
+
+    Args:
+      reliability: training.metrics.reliability's output.
+      path: the PNG to write.
+    """
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    bins = reliability["bins"]
+    centres = [(b["low"] + b["high"]) / 2 for b in bins]
+    width = bins[0]["high"] - bins[0]["low"] if bins else 0.1
+    ax.bar(centres, [b["accuracy"] for b in bins], width=width * 0.9, alpha=0.7,
+           label="accuracy in the bin")
+    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o",
+            color="black", linestyle="none", label="(mean confidence, accuracy)")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.legend(fontsize="small", loc="upper left")
+    ax.set_title(f"{title}: expected calibration error {reliability['ece']:.3f}")
     _save(fig, path)

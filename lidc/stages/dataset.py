@@ -6,7 +6,7 @@ slice, the paper's), keeps the lesions enough readers marked (`min_readers`), sp
 (stratified by class; no patient's slices on two sides; split "random" is the paper's per-crop
 split, which leaks slices of one nodule across sides), windows HU to [0, 1] over the training
 window, adds the channel axis, one-hots the labels, and writes WORK/dataset/{train,val,test}.npz
-(x, y, label, patient_id, patch_index, lesion_id, mark_id, readers), WORK/dataset/split.csv
+(x, y, label, readers and UNIT_COLUMNS), WORK/dataset/split.csv
 (each patient's side) and WORK/dataset/summary.json.
 
     result = run(Path("data/work"), DatasetOptions(unit="slice", seed=0))
@@ -26,6 +26,9 @@ from lidc.windows import TRAINING
 # writes must not leave a train side from one split beside a test side from another.
 MANIFEST = "manifest.json"
 UNITS = ("slice", "mark")
+# What each unit carries into the dataset's arrays besides its image, label and readers: where
+# it comes from, for evaluation by lesion or patient and for galleries of patches.
+UNIT_COLUMNS = ("patch_index", "patient_id", "series_uid", "slice_index", "lesion_id", "mark_id")
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ def make_units(rows, options):
              "lesion_id": np.array([int(r["lesion_id"]) for r in rows], np.int64),
              "mark_id": np.array([int(r["mark_id"]) for r in rows], np.int64),
              "slice_index": np.array([int(r["slice_index"]) for r in rows], np.int64),
+             "series_uid": np.array([r["series_uid"] for r in rows]),
              "reader": np.array([r["reader"] for r in rows]),
              "row": np.array([float(r["row"]) for r in rows]),
              "col": np.array([float(r["col"]) for r in rows])}
@@ -87,11 +91,9 @@ def make_units(rows, options):
                               "class: lower --min-readers")
     if options.unit == "slice":
         chosen, labels, readers = dataset.slice_units(table)
-        units = {name: table[name][chosen] for name in ("patch_index", "patient_id",
-                                                         "lesion_id", "mark_id")}
+        units = {name: table[name][chosen] for name in UNIT_COLUMNS}
         return {**units, "label": labels, "readers": readers}
-    units = {name: table[name] for name in ("patch_index", "label", "patient_id", "lesion_id",
-                                            "mark_id")}
+    units = {name: table[name] for name in ("label", *UNIT_COLUMNS)}
     return {**units, "readers": np.ones(len(units["label"]), np.int64)}
 
 
