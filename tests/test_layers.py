@@ -171,8 +171,8 @@ def test_the_trainers_total_loss_includes_the_weight_decay():
         return logits, {"logits": logits}
 
     with tf.Graph().as_default():
-        with layers.arg_scope(layers.WITH_WEIGHTS, weight_decay=1e-2):
-            model = model_lib.build(builder, (4, 4, 1), NUM_CLASSES, seed=0)
+        model = model_lib.build(builder, (4, 4, 1), NUM_CLASSES, seed=0,
+                                loss=model_lib.Loss(weight_decay=1e-2))
         decay = tf.add_n(tf.compat.v1.losses.get_regularization_losses())
         feed = {model.images: random_images(2, size=4),
                 model.labels: np.eye(NUM_CLASSES, dtype=np.float32)[[0, 2]]}

@@ -338,7 +338,8 @@ def test_balanced_class_weights_make_every_class_add_the_same_to_the_loss():
 
 def test_class_weights_scale_each_example_loss_by_its_class():
     with tf.Graph().as_default():
-        model = model_lib.build(tiny_net, (16, 16, 1), 3, seed=0, class_weights=[1.0, 4.0, 0.5])
+        model = model_lib.build(tiny_net, (16, 16, 1), 3, seed=0,
+                                loss=model_lib.Loss(class_weights=(1.0, 4.0, 0.5)))
         plain = model_lib._losses(model.labels, model.logits)[0]
         x, labels = blobs(6)
         feed = {model.images: x, model.labels: np.eye(3, dtype=np.float32)[labels]}

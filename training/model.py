@@ -65,7 +65,15 @@ class Model:
     variables: list
 
 
-def build(builder, image_shape, num_classes, seed=0, class_weights=None):
+@dataclass(frozen=True)
+class Loss:
+    """What the loss adds to the cross-entropy: each class's weight (None: all 1) and the L2
+    weight decay of the convolution and dense weights (0: none; nets.layers' weight_decay)."""
+    class_weights: tuple = None
+    weight_decay: float = 0.0
+
+
+def build(builder, image_shape, num_classes, seed=0, loss=Loss()):
     """Builds the training graph in the default graph.
 
     Args:
@@ -73,8 +81,8 @@ def build(builder, image_shape, num_classes, seed=0, class_weights=None):
       image_shape: (height, width, channels) of one input.
       num_classes: number of classes.
       seed: the graph-level seed, which fixes the initial weights and every seeded random op.
-      class_weights: optional weight of each class in the loss (an example's cross-entropy is
-        multiplied by its class's weight); None: all 1.
+      loss: the Loss: class weights (an example's cross-entropy is multiplied by its class's
+        weight) and weight decay.
     Returns:
       a Model.
     """
@@ -87,18 +95,19 @@ def build(builder, image_shape, num_classes, seed=0, class_weights=None):
     # Created before the network so that its random ops can be seeded by the step (stateless
     # dropout is then a function of (seed, step) and survives a resume unchanged).
     global_step = v1.train.get_or_create_global_step()
-    logits, end_points = builder(images, num_classes, is_training)
+    with layers.arg_scope(layers.WITH_WEIGHTS, weight_decay=loss.weight_decay):
+        logits, end_points = builder(images, num_classes, is_training)
     # The network's own variables (weights and batch-norm averages), without the optimiser's:
     # what the best checkpoint and the export need, a third of what Adam's slots add.
     variables = [v for v in v1.global_variables() if v is not global_step]
     probabilities = tf.nn.softmax(logits, name=SIGNATURE_OUTPUT)
-    losses, loss, total_loss = _losses(labels, logits, class_weights)
+    losses, mean_loss, total_loss = _losses(labels, logits, loss.class_weights)
     correct = tf.cast(tf.equal(tf.argmax(logits, 1), tf.argmax(labels, 1)), tf.float32,
                       name="correct")
     return Model(builder=builder, image_shape=tuple(image_shape), num_classes=num_classes,
                  images=images, labels=labels, is_training=is_training,
                  learning_rate=learning_rate, logits=logits, probabilities=probabilities,
-                 losses=losses, loss=loss, total_loss=total_loss, correct=correct,
+                 losses=losses, loss=mean_loss, total_loss=total_loss, correct=correct,
                  accuracy=tf.reduce_mean(correct, name="accuracy"), global_step=global_step,
                  train_op=_train_op(total_loss, learning_rate, global_step),
                  end_points=end_points, variables=variables)

@@ -64,6 +64,8 @@ OPTIONS = (
            "(0: off)", int, compared=True, bounds=(0, None)),
     Option("augment", False, "random rotations by multiples of 90 degrees and flips", bool,
            identity=True),
+    Option("weight_decay", 0.0, "L2 weight decay of the convolution and dense weights, added to "
+           "the loss (0: none, the paper's)", float, identity=True, bounds=(0, None)),
     Option("class_weights", "none", "balanced: weigh each class's loss by N / (K n_c), so that "
            "every class counts as much (none: the paper's)", str, ("none", "balanced"),
            identity=True),
