@@ -153,11 +153,15 @@ def test_batch_norm_updates_run_with_the_train_op():
     with tf.Graph().as_default():
         model = model_lib.build(tiny_net, (16, 16, 1), 3, seed=0)
         moving = [v for v in v1.global_variables() if "moving_mean" in v.name][0]
+        activations = v1.get_default_graph().get_tensor_by_name("tiny/conv1/Relu:0")
         with v1.Session() as session:
             session.run(v1.global_variables_initializer())
+            # tiny_net's average moves a tenth of the way to the batch's mean activation.
+            expected = 0.1 * session.run(activations, {model.images: x}).mean(axis=(0, 1, 2))
             session.run(model.train_op, {model.images: x, model.labels: np.eye(3)[label],
                                          model.is_training: True})
-            assert np.abs(session.run(moving)).sum() > 0
+            np.testing.assert_allclose(session.run(moving), expected, rtol=1e-5)
+            assert expected.any()
 
 
 def small_resnet(images, num_classes, is_training):

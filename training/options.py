@@ -83,8 +83,9 @@ DEFAULTS = {o.name: o.default for o in OPTIONS}
 # dataset stage's files the run trains on (training.data.dataset_digest).
 IDENTITY = ("net", *(o.name for o in OPTIONS if o.identity), "seed", "dataset")
 COMPARED = IDENTITY + tuple(o.name for o in OPTIONS if o.compared)
-# How many of the latest checkpoints a run keeps.
-KEEP_CHECKPOINTS = 2
+# How many of the latest checkpoints a run keeps (besides the best one): the latest is all a
+# resume needs, and a ResNet-50 checkpoint with Adam's slots is about 280 MB.
+KEEP_CHECKPOINTS = 1
 
 
 def identity(config):

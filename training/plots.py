@@ -125,14 +125,20 @@ def roc(curves, aucs, class_names, path, title="ROC curves (one class against th
         auc = aucs.get(c)
         label = class_names[c] + (f" (AUC {auc:.3f})" if auc is not None else "")
         ax.plot(curve["fpr"], curve["tpr"], label=label)
-    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="chance")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.legend(fontsize="small", loc="lower right")
+    _unit_square(ax, "chance", ("false positive rate", "true positive rate"), "lower right")
     ax.set_title(title)
     _save(fig, path)
+
+
+def _unit_square(ax, diagonal, labels, legend):
+    """Axes from 0 to 1 with the dashed diagonal (named `diagonal`), labels (x, y) and the
+    legend at `legend`."""
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label=diagonal)
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.legend(fontsize="small", loc=legend)
 
 
 def calibration(reliability, path, title="Calibration"):
@@ -151,11 +157,7 @@ def calibration(reliability, path, title="Calibration"):
            label="accuracy in the bin")
     ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o",
             color="black", linestyle="none", label="(mean confidence, accuracy)")
-    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
-    ax.set_xlabel("confidence (top probability)")
-    ax.set_ylabel("accuracy")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.legend(fontsize="small", loc="upper left")
+    _unit_square(ax, "perfect calibration", ("confidence (top probability)", "accuracy"),
+                 "upper left")
     ax.set_title(f"{title}: expected calibration error {reliability['ece']:.3f}")
     _save(fig, path)
