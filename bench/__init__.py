@@ -2,7 +2,7 @@
 instead (tf.keras.applications, bare pydicom decoding) and against the machine's limit.
 
 Each benchmark is a module with a `main(argv)` that prints its table, and core functions that the
-smoke test (tests/test_bench.py) runs for an iteration or two on tiny inputs:
+tests (tests/test_bench.py) run for an iteration or two on tiny inputs:
 
     python -m bench.train_speed     # training images/s, ours vs Keras, batch 16 and 64
     python -m bench.roofline        # float32 matmul rate, share of it reached by each network

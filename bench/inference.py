@@ -29,26 +29,29 @@ class OursSession(OursGraph):
     """Our training graph, initialised, classifying through `probabilities` in its session."""
 
     def predict(self, images, batch_size):
+        """[N, C] probabilities of `images`, run through the training graph in batches."""
         (probabilities,) = model_lib.run_in_batches(
             self.session, [self.model.probabilities], {self.model.images: images}, batch_size)
         return probabilities
 
     def export(self, export_dir):
+        """Writes the graph's saved model to `export_dir`, as training does (model.export)."""
         with self.graph.as_default():
             model_lib.export(self.session, self.model, export_dir)
 
 
 def images(count, seed=0, image_shape=IMAGE_SHAPE):
+    """`count` random float32 images in [0, 1) of `image_shape`, fixed by `seed`."""
     return np.random.default_rng(seed).random((count, *image_shape), dtype=np.float32)
 
 
-def compare(name, count=1024, batch_size=256, warmup=1, repeats=5, keras=True, folder=None):
+def compare(name, count=1024, batch_size=256, warmup=1, repeats=5, keras=True):
     """Seconds to classify `count` images with each way, and the float32 matmul rate measured in
     the same rounds. Returns {way: seconds or None, 'limit': FLOP/s}."""
     x = images(count)
     probe = roofline.MatmulProbe()
     ours = OursSession(nets.get(name))
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         export_dir = Path(tmp) / "saved_model"
         ours.export(export_dir)
         predictor = model_lib.Predictor.from_saved_model(export_dir)

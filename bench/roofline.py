@@ -54,6 +54,7 @@ class MatmulProbe:
         self.session.run(init)
 
     def step(self):
+        """Runs the chain of products once."""
         self.session.run(self.out)
 
     def rate(self, seconds):
@@ -61,6 +62,7 @@ class MatmulProbe:
         return self.flops / seconds
 
     def close(self):
+        """Closes the probe's session."""
         self.session.close()
 
 
@@ -92,6 +94,7 @@ def add_timing_options(p, nets_default, repeats=5):
 
 
 def announce_machine():
+    """Prints the machine's description and what the limit column measures."""
     print(f"machine: {bench.machine()}")
     print("the limit: a chain of 2048x2048 float32 matmuls, timed in turn with the networks\n")
 

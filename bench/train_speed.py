@@ -49,6 +49,7 @@ class OursGraph:
         self.session.run(init)
 
     def close(self):
+        """Closes the session (the graph goes with the object)."""
         self.session.close()
 
 
@@ -65,6 +66,7 @@ class OursTrainer(OursGraph):
                      m.learning_rate: 0.001}
 
     def step(self):
+        """One training step; returns [None, loss, accuracy]."""
         return self.session.run(self.fetches, self.feed)
 
 
@@ -80,9 +82,11 @@ class KerasTrainer:
         self.x, self.y = batch(batch_size, seed, image_shape, num_classes)
 
     def step(self):
+        """One `train_on_batch`; returns Keras' [loss, accuracy]."""
         return self.model.train_on_batch(self.x, self.y)
 
     def close(self):
+        """Clears Keras' global session state."""
         tf.keras.backend.clear_session()
 
 

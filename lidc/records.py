@@ -94,7 +94,9 @@ class Mark:
 @dataclass(frozen=True)
 class PatchOrigin:
     """Where one patch is cut and what it shows: a mark's region on one slice, the region's
-    centroid (row, col) and the mark's class, lesion and reader."""
+    centroid (row, col) and the mark's class, lesion and reader; and where that centroid is in
+    the patient: world_x, world_y, world_z in mm (the DICOM patient frame, LUNA16's world
+    coordinates; None where the geometry is unknown, as in records made before they existed)."""
     mark_id: int
     patient_id: str
     series_uid: str
@@ -104,6 +106,33 @@ class PatchOrigin:
     label: int
     lesion_id: int
     reader: str
+    world_x: float | None = None
+    world_y: float | None = None
+    world_z: float | None = None
+
+
+def pixel_to_world(position, orientation, spacing, row, col):
+    """(x, y, z) in mm, in the DICOM patient frame (LUNA16's world coordinates), of the pixel at
+    (row, col) of a slice (0-based, fractional allowed).
+
+    ImagePositionPatient is the centre of pixel (0, 0); moving along a row (col + 1) goes
+    PixelSpacing[1] mm along the row direction, moving down a column (row + 1) goes
+    PixelSpacing[0] mm along the column direction. A flipped or transposed image is therefore
+    placed right.
+
+    Args:
+      position: ImagePositionPatient (3 numbers, mm).
+      orientation: ImageOrientationPatient (6 direction cosines: row direction, then column
+        direction).
+      spacing: PixelSpacing (mm between rows, mm between columns).
+      row, col: the pixel.
+    Returns:
+      a tuple of 3 floats.
+    """
+    x_dir, y_dir = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
+    point = (np.asarray(position, float) + col * float(spacing[1]) * x_dir
+             + row * float(spacing[0]) * y_dir)
+    return tuple(float(v) for v in point)
 
 
 @dataclass
@@ -140,17 +169,8 @@ class SliceHeader:
 
     def world(self, row, col):
         """(x, y, z) in mm, in the DICOM patient frame (LUNA16's world coordinates), of the
-        pixel at (row, col) of this slice (0-based, fractional allowed).
-
-        ImagePositionPatient is the centre of pixel (0, 0); moving along a row (col + 1) goes
-        PixelSpacing[1] mm along the row direction, moving down a column (row + 1) goes
-        PixelSpacing[0] mm along the column direction. A flipped or transposed image is
-        therefore placed right.
-        """
-        x_dir, y_dir = np.asarray(self.orientation[:3]), np.asarray(self.orientation[3:])
-        point = (np.asarray(self.position) + col * self.spacing[1] * x_dir
-                 + row * self.spacing[0] * y_dir)
-        return tuple(float(v) for v in point)
+        pixel at (row, col) of this slice (0-based, fractional allowed): see pixel_to_world."""
+        return pixel_to_world(self.position, self.orientation, self.spacing, row, col)
 
 
 @dataclass

@@ -9,7 +9,16 @@ Every builder has one signature (ARCHITECTURE.md):
 `end_points` a dict of named intermediate tensors; every network has 'features' (the input of its
 logits layer) and 'logits'. `is_training` may also be a Python bool, which builds one mode only,
 without the `tf.cond`s of batch norm and dropout. Batch-norm moving averages are updated by the
-ops in `tf.compat.v1.GraphKeys.UPDATE_OPS`. This package imports TensorFlow only, never files.
+ops in `tf.compat.v1.GraphKeys.UPDATE_OPS`. Each builder's `default_image_size` is the input side it
+is written for (64). To share a network's variables with an earlier build, build it again inside
+`tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(), reuse=True)`. Choices that concern
+every layer (batch norm folded for inference, weight decay) are made by an `arg_scope` around the
+builder's call (`nets.layers`). This package imports TensorFlow only, never files.
+
+The modules: one per network (`lenet5`, `alexnet`, `vgg16`, `resnet_v1`), the layers they share
+(`layers`), the scoped settings of those layers (`scoping`), the faster CPU forms of a convolution
+and a matmul (`fast_ops`), the forward cost (`flops`) and batch norm folded for inference
+(`folding`).
 
 Trainable parameters for 64x64x1 inputs and 3 classes, and forward cost per image:
 
@@ -26,22 +35,22 @@ Usage:
     images = tf.compat.v1.placeholder(tf.float32, [None, 64, 64, 1])
     is_training = tf.compat.v1.placeholder_with_default(False, [])
     logits, end_points = nets.get('resnet50')(images, 3, is_training)
-    print(nets.count_params(), nets.forward_flops())
+    print(nets.count_params(), nets.forward_flops())  # 23507907 616706048
 """
 import tensorflow as tf
 
 # The modules, not their builders, are the package's attributes (as in slim's nets_factory), so
-# `from nets import resnet50` is the module and `nets.get('resnet50')` the builder.
-from nets import alexnet, layers, lenet5, resnet50, vgg16
-from nets.layers import forward_flops
+# `from nets import resnet_v1` is the module and `nets.get('resnet50')` the builder.
+from nets import alexnet, fast_ops, flops, folding, layers, lenet5, resnet_v1, scoping, vgg16
+from nets.flops import forward_flops
 
 NETWORKS = {
     "lenet5": lenet5.lenet5,
     "alexnet": alexnet.alexnet,
     "vgg16": vgg16.vgg16,
-    "resnet50": resnet50.resnet50,
-    "resnet101": resnet50.resnet101,
-    "resnet152": resnet50.resnet152,
+    "resnet50": resnet_v1.resnet50,
+    "resnet101": resnet_v1.resnet101,
+    "resnet152": resnet_v1.resnet152,
 }
 
 DISPLAY_NAMES = {

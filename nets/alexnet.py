@@ -28,9 +28,11 @@ from nets import layers
 CONVOLUTIONS = [(96, 5, 2, True), (256, 5, 1, True), (384, 3, 1, False), (384, 3, 1, False),
                 (256, 3, 1, True)]
 
+# The fraction of fc6 and fc7 outputs dropped in training, the paper's.
+DROPOUT_RATE = 0.5
 
-def alexnet(images, num_classes, is_training, scope="alexnet", fc_depth=4096, dropout_rate=0.5,
-            reuse=None):
+
+def alexnet(images, num_classes, is_training, scope="alexnet", fc_depth=4096):
     """AlexNet.
 
     Args:
@@ -40,8 +42,6 @@ def alexnet(images, num_classes, is_training, scope="alexnet", fc_depth=4096, dr
       is_training: boolean scalar tensor: dropout only if True.
       scope: variable scope of the whole network.
       fc_depth: units of fc6 and fc7.
-      dropout_rate: fraction of fc6 and fc7 outputs dropped in training.
-      reuse: passed to the variable scope, to share the variables with an earlier build.
 
     Returns:
       logits: [batch, num_classes], before softmax.
@@ -49,17 +49,20 @@ def alexnet(images, num_classes, is_training, scope="alexnet", fc_depth=4096, dr
         'features' (fc7) and 'logits'.
     """
     end_points = {}
-    with tf.compat.v1.variable_scope(scope, reuse=reuse):
+    with tf.compat.v1.variable_scope(scope):
         net = images
         for index, (depth, kernel_size, stride, pooled) in enumerate(CONVOLUTIONS):
             name = "conv%d" % (index + 1)
-            net = layers.conv_bn_relu(net, depth, kernel_size, is_training, stride=stride,
-                                      use_batch_norm=False, scope=name)
+            net = layers.conv_relu(net, depth, kernel_size, stride=stride, scope=name)
             end_points[name] = net
             if pooled:
                 name = "pool%d" % (index + 1)
                 net = layers.max_pool(net, 3, 2, scope=name)
                 end_points[name] = net
         logits = layers.classifier(net, [("fc6", fc_depth), ("fc7", fc_depth)], num_classes,
-                                   is_training, end_points, dropout_rate)
+                                   is_training, end_points, DROPOUT_RATE)
     return logits, end_points
+
+
+# The input side the network is written for (slim's convention), which the shapes above assume.
+alexnet.default_image_size = 64

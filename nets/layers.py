@@ -3,7 +3,9 @@
 Each layer makes its variables with `tf.compat.v1.get_variable` inside a
 `tf.compat.v1.variable_scope` named after the layer, so checkpoints read like the architecture
 (`resnet50/conv1/weights`, `resnet50/conv1/bn/gamma`, `resnet50/conv1/bn/moving_mean`). Images are
-NHWC throughout, the layout the CPU kernels are fastest in.
+NHWC throughout, the layout the CPU kernels are fastest in. Convolutions and products go through
+`nets.fast_ops` (the same sums on faster CPU kernels), and each convolution and dense layer records
+its cost for `nets.flops.forward_flops`.
 
 Batch normalisation (Ioffe and Szegedy, "Batch Normalization: Accelerating Deep Network Training
 by Reducing Internal Covariate Shift", 2015, arXiv:1502.03167) uses the fused kernel. A boolean
@@ -15,39 +17,41 @@ them only when `is_training` is True, so the train op must run them:
   with tf.control_dependencies(update_ops):
     train_op = optimizer.minimize(loss)
 
-For inference only, `folded_batch_norm()` builds each convolution and its batch norm as one
-convolution with a bias, and `fold_batch_norm` turns the trained values into that form's (an
-export: 8% faster ResNet-50 inference, bench/README.md).
+Choices that concern a whole network are settings of its layers, made for the layers built in an
+`arg_scope` (`nets.scoping`, after TF-slim's) rather than passed to every call:
 
-Every convolution and dense layer records its forward multiply-adds per image in the graph
-collection `MULTIPLY_ADDS`, so the cost of a network is read without running it:
+  fold_batch_norm  (WITH_BATCH_NORM, default False) each batch norm is left out and its
+                   convolution gets a bias: the inference form, whose values `nets.folding`
+                   computes; only for graphs built with is_training False.
+  weight_decay     (WITH_WEIGHTS, default 0.0) each weight matrix of a convolution or dense layer
+                   adds weight_decay * tf.nn.l2_loss(weights) to
+                   `tf.compat.v1.GraphKeys.REGULARIZATION_LOSSES`; 0 adds nothing. Biases and
+                   batch norm are not decayed. The losses are ops added while the network is
+                   built, so the op-level seeds of the initialisers after them move: a run with
+                   weight decay starts from other initial weights than the same seed without.
 
+Usage:
   with tf.Graph().as_default():
     images = tf.compat.v1.placeholder(tf.float32, [None, 64, 64, 1])
     is_training = tf.compat.v1.placeholder_with_default(False, [])
-    net = layers.conv_bn_relu(images, 64, 3, is_training, scope='conv1')
-    net = layers.max_pool(net, 2, 2)
-    logits = layers.dense(layers.flatten(net), 3, scope='logits')
-    flops = layers.forward_flops()  # 2 x multiply-adds per image
+    with layers.arg_scope(layers.WITH_WEIGHTS, weight_decay=1e-4):
+      net = layers.conv_bn_relu(images, 64, 3, is_training, scope='conv1')
+      net = layers.max_pool(net, 2, 2)
+      logits = layers.dense(layers.flatten(net), 3, scope='logits')
+    decay = tf.add_n(tf.compat.v1.losses.get_regularization_losses())
 """
-import contextlib
 import zlib
 
 import numpy as np
 import tensorflow as tf
 
+from nets import fast_ops, flops, scoping
+from nets.scoping import arg_scope, current_arg_scope
+
 # 0.99 rather than slim's 0.997: runs here are a few thousand steps on small data, and the averages
 # must forget the random-init statistics within a few hundred steps to be usable for evaluation.
 BATCH_NORM_DECAY = 0.99
 BATCH_NORM_EPSILON = 1e-3
-
-# The graph collection holding one int64 constant per convolution or dense layer: its forward
-# multiply-adds for one image.
-MULTIPLY_ADDS = "multiply_adds"
-
-# Maps of at most this many pixels are convolved as a matmul of their shifted views (ResNet's last
-# stage on 64x64 images works on 2x2 maps). On 4x4 maps the views' copies cost more than they save.
-SMALL_MAP = 4
 
 
 def he_initializer():
@@ -55,25 +59,6 @@ def he_initializer():
     truncated normal with variance 2 / fan_in."""
     return tf.compat.v1.variance_scaling_initializer(
         scale=2.0, mode="fan_in", distribution="truncated_normal")
-
-
-def conv2d(inputs, depth, kernel_size, stride=1, padding="SAME", use_bias=True, scope="conv"):
-    """A 2-D convolution of NHWC inputs.
-
-    Args:
-      inputs: float32 tensor [batch, height, width, channels]; channels must be known.
-      depth: number of output channels.
-      kernel_size: side of the square kernel.
-      stride: step in both spatial directions.
-      padding: 'SAME' or 'VALID'.
-      use_bias: add a bias per channel; leave it out when batch norm follows (its beta is the bias).
-      scope: variable scope, holding `weights` [k, k, channels, depth] and `biases` [depth].
-
-    Returns:
-      The convolved tensor [batch, height', width', depth].
-    """
-    with tf.compat.v1.variable_scope(scope):
-        return _convolve(inputs, depth, kernel_size, stride, padding, use_bias)
 
 
 def batch_norm(inputs, is_training, decay=BATCH_NORM_DECAY, epsilon=BATCH_NORM_EPSILON,
@@ -124,69 +109,68 @@ def batch_norm(inputs, is_training, decay=BATCH_NORM_DECAY, epsilon=BATCH_NORM_E
         return outputs
 
 
-def conv_bn_relu(inputs, depth, kernel_size, is_training, stride=1, padding="SAME",
-                 use_batch_norm=True, use_relu=True, scope="conv"):
-    """Convolution, then batch norm, then ReLU: the unit every network here is made of.
+@scoping.add_arg_scope(weight_decay=0.0)
+def conv_relu(inputs, depth, kernel_size, stride=1, padding="SAME", scope="conv"):
+    """Convolution with a bias, then ReLU: the unit of the networks without batch norm.
 
     Args:
-      inputs, depth, kernel_size, stride, padding: as for `conv2d`.
-      is_training: boolean scalar tensor, as for `batch_norm`.
-      use_batch_norm: normalise (the convolution then has no bias) or not (it then has one).
-      use_relu: end with a ReLU; False for the last convolution of a residual branch.
-      scope: variable scope; the batch norm variables are under `scope/bn`.
+      inputs: float32 tensor [batch, height, width, channels]; channels must be known.
+      depth: number of output channels.
+      kernel_size: side of the square kernel.
+      stride: step in both spatial directions.
+      padding: 'SAME' or 'VALID'.
+      scope: variable scope, holding `weights` [k, k, channels, depth] and `biases` [depth].
 
     Returns:
       The output tensor [batch, height', width', depth].
+
+    Settings (arg_scope): weight_decay.
     """
     with tf.compat.v1.variable_scope(scope):
-        folded = use_batch_norm and _folding
-        if folded and tf.get_static_value(is_training) in (None, True):
-            raise ValueError("folded batch norm is for inference: is_training must be False")
-        outputs = _convolve(inputs, depth, kernel_size, stride, padding,
-                            use_bias=folded or not use_batch_norm)
-        if use_batch_norm and not folded:
-            outputs = batch_norm(outputs, is_training)
-        return tf.nn.relu(outputs) if use_relu else outputs
+        weights = _weights([kernel_size, kernel_size, int(inputs.shape[-1]), depth],
+                           scoping.settings(conv_relu))
+        return tf.nn.relu(_convolve(inputs, weights, stride, padding, use_bias=True))
 
 
-_folding = False
+@scoping.add_arg_scope(fold_batch_norm=False, weight_decay=0.0)
+def conv_bn(inputs, depth, kernel_size, is_training, stride=1, scope="conv"):
+    """Convolution (SAME padding, no bias), then batch norm: a residual branch's last unit.
 
+    Args:
+      inputs: float32 tensor [batch, height, width, channels]; channels must be known.
+      depth: number of output channels.
+      kernel_size: side of the square kernel.
+      is_training: boolean scalar tensor, as for `batch_norm`.
+      stride: step in both spatial directions.
+      scope: variable scope, holding `weights` [k, k, channels, depth]; the batch norm's variables
+        are under `scope/bn`.
 
-@contextlib.contextmanager
-def folded_batch_norm():
-    """Networks built in the block fold each batch norm into the convolution before it: the
-    convolution gets a bias and the batch norm is gone (its moving averages are constants once
-    training is over). For inference graphs only (is_training False); their variables take the
-    values `fold_batch_norm` gives."""
-    global _folding
-    outer, _folding = _folding, True
-    try:
-        yield
-    finally:
-        _folding = outer
+    Returns:
+      The output tensor [batch, height / stride, width / stride, depth].
 
+    Settings (arg_scope): fold_batch_norm (then `scope` holds `weights` and `biases` and no batch
+    norm), weight_decay.
 
-def fold_batch_norm(values, epsilon=BATCH_NORM_EPSILON):
-    """The variable values of the folded form from a trained network's: {name: array} (names
-    without ':0'). Each convolution SCOPE/weights followed by SCOPE/bn/* becomes SCOPE/weights
-    times the batch norm's scale and SCOPE/biases, its shift; every other value is kept.
-
-    batch_norm(conv(x, W)) = (conv(x, W) - mean) * scale + beta, scale = gamma / sqrt(var + eps),
-    = conv(x, W * scale) + (beta - mean * scale): the same sums, rounded differently.
+    Raises:
+      ValueError: fold_batch_norm is set and `is_training` is not the constant False.
     """
-    folded = {name: value for name, value in values.items() if "/bn/" not in name}
-    for name in values:
-        if not name.endswith("/bn/gamma"):
-            continue
-        scope = name[:-len("/bn/gamma")]
-        bn = {key: np.asarray(values[f"{scope}/bn/{key}"], np.float64)
-              for key in ("gamma", "beta", "moving_mean", "moving_variance")}
-        scale = bn["gamma"] / np.sqrt(bn["moving_variance"] + epsilon)
-        folded[f"{scope}/weights"] = (values[f"{scope}/weights"] * scale).astype(np.float32)
-        folded[f"{scope}/biases"] = (bn["beta"] - bn["moving_mean"] * scale).astype(np.float32)
-    return folded
+    with tf.compat.v1.variable_scope(scope):
+        return _conv_bn(inputs, depth, kernel_size, is_training, stride,
+                        scoping.settings(conv_bn))
 
 
+@scoping.add_arg_scope(fold_batch_norm=False, weight_decay=0.0)
+def conv_bn_relu(inputs, depth, kernel_size, is_training, stride=1, scope="conv"):
+    """Convolution (SAME padding, no bias), then batch norm, then ReLU.
+
+    Arguments, returns, settings and errors as for `conv_bn`.
+    """
+    with tf.compat.v1.variable_scope(scope):
+        return tf.nn.relu(_conv_bn(inputs, depth, kernel_size, is_training, stride,
+                                   scoping.settings(conv_bn_relu)))
+
+
+@scoping.add_arg_scope(weight_decay=0.0)
 def dense(inputs, units, scope="fc"):
     """A fully connected layer (no activation) of [batch, features] inputs.
 
@@ -197,15 +181,21 @@ def dense(inputs, units, scope="fc"):
 
     Returns:
       The tensor [batch, units].
+
+    Settings (arg_scope): weight_decay.
     """
     with tf.compat.v1.variable_scope(scope):
         features = int(inputs.shape[-1])
-        weights = tf.compat.v1.get_variable("weights", [features, units],
-                                            initializer=he_initializer())
+        weights = _weights([features, units], scoping.settings(dense))
         biases = tf.compat.v1.get_variable("biases", [units],
                                            initializer=tf.compat.v1.zeros_initializer())
-        _record_multiply_adds(features * units)
-        return tf.nn.bias_add(matmul(inputs, weights), biases)
+        flops.record_multiply_adds(features * units)
+        return tf.nn.bias_add(fast_ops.matmul(inputs, weights), biases)
+
+
+# The layers that read each setting, to name in an arg_scope.
+WITH_BATCH_NORM = (conv_bn, conv_bn_relu)
+WITH_WEIGHTS = (conv_relu, conv_bn, conv_bn_relu, dense)
 
 
 def dropout(inputs, rate, is_training, scope="dropout"):
@@ -235,11 +225,6 @@ def relu(inputs):
 def max_pool(inputs, size, stride, padding="SAME", scope="pool"):
     """Max pooling of NHWC inputs over size x size windows."""
     return tf.nn.max_pool2d(inputs, size, stride, padding, name=scope)
-
-
-def avg_pool(inputs, size, stride, padding="SAME", scope="pool"):
-    """Average pooling of NHWC inputs over size x size windows."""
-    return tf.nn.avg_pool2d(inputs, size, stride, padding, name=scope)
 
 
 def global_avg_pool(inputs, scope="pool"):
@@ -280,129 +265,41 @@ def classifier(inputs, hidden, num_classes, is_training, end_points, dropout_rat
     return logits
 
 
-def forward_flops(graph=None, scope=None):
-    """The forward floating-point operations per image of the layers built in a graph.
-
-    Counts 2 x the multiply-adds of every convolution and dense layer (the MULTIPLY_ADDS
-    collection); batch norm, ReLU, pooling and additions are left out, as is usual.
-
-    Args:
-      graph: the graph; the default graph if None.
-      scope: count only the layers whose names start with this scope (e.g. 'resnet50/'), for a
-        graph holding more than one network.
-
-    Returns:
-      An int.
-    """
-    graph = graph or tf.compat.v1.get_default_graph()
-    counts = graph.get_collection(MULTIPLY_ADDS)
-    if scope is not None:
-        counts = [count for count in counts if count.name.startswith(scope)]
-    return 2 * sum(int(tf.get_static_value(count)) for count in counts)
+def _conv_bn(inputs, depth, kernel_size, is_training, stride, settings):
+    """The convolution and batch norm of conv_bn(_relu) in the current variable scope. Folded, the
+    convolution has a bias and the batch norm is gone."""
+    folded = settings.fold_batch_norm
+    if folded and tf.get_static_value(is_training) in (None, True):
+        raise ValueError("folded batch norm is for inference: is_training must be False")
+    weights = _weights([kernel_size, kernel_size, int(inputs.shape[-1]), depth], settings)
+    outputs = _convolve(inputs, weights, stride, "SAME", use_bias=folded)
+    return outputs if folded else batch_norm(outputs, is_training)
 
 
-def _convolve(inputs, depth, kernel_size, stride, padding, use_bias):
-    """conv2d in the current variable scope."""
-    channels = int(inputs.shape[-1])
-    weights = tf.compat.v1.get_variable(
-        "weights", [kernel_size, kernel_size, channels, depth], initializer=he_initializer())
-    outputs = convolve(inputs, weights, stride, padding)
+def _weights(shape, settings):
+    """The `weights` variable of a layer in the current variable scope, He-initialised, with its
+    L2 loss in REGULARIZATION_LOSSES if settings.weight_decay is not 0."""
+    decay = settings.weight_decay
+    if decay < 0:
+        raise ValueError("weight_decay must be at least 0, got %r" % (decay,))
+    regularizer = None
+    if decay:
+        def regularizer(weights):
+            return tf.multiply(float(decay), tf.nn.l2_loss(weights), name="weight_decay")
+    return tf.compat.v1.get_variable("weights", shape, initializer=he_initializer(),
+                                     regularizer=regularizer)
+
+
+def _convolve(inputs, weights, stride, padding, use_bias):
+    """The convolution of `inputs` by `weights`, plus `biases` [depth] made in the current variable
+    scope if use_bias; its multiply-adds recorded."""
+    outputs = fast_ops.convolve(inputs, weights, stride, padding)
     if use_bias:
         biases = tf.compat.v1.get_variable(
-            "biases", [depth], initializer=tf.compat.v1.zeros_initializer())
+            "biases", [int(weights.shape[-1])], initializer=tf.compat.v1.zeros_initializer())
         outputs = tf.nn.bias_add(outputs, biases)
-    height, width = outputs.shape[1], outputs.shape[2]
-    if height is not None and width is not None:
-        _record_multiply_adds(height * width * kernel_size * kernel_size * channels * depth)
+    flops.record_convolution(weights, outputs)
     return outputs
-
-
-def convolve(inputs, weights, stride=1, padding="SAME"):
-    """`tf.nn.conv2d(inputs, weights, stride, padding)`, computed as one matrix product where that
-    is faster and gives the same result.
-
-    On the CPU, oneDNN's convolution kernels (above all their backward passes) run at 40-60% of
-    its float32 matmul rate, and at a tenth of it on 2x2 maps. So a 1x1 convolution becomes a
-    subsampling (its stride) and a matmul of [pixels, channels] by [channels, depth], and a stride-1
-    SAME convolution on a map of at most SMALL_MAP pixels a matmul of its k*k shifted views. Both
-    are the same sums; side by side, they cut a ResNet-50 training step by 14% at batch 64
-    (bench/README.md).
-
-    Args:
-      inputs: float32 tensor [batch, height, width, channels], NHWC.
-      weights: float32 tensor [k, k, channels, depth].
-      stride: step in both spatial directions.
-      padding: 'SAME' or 'VALID'.
-    Returns:
-      [batch, height', width', depth], as tf.nn.conv2d.
-    """
-    size = int(weights.shape[0])
-    height, width = inputs.shape[1], inputs.shape[2]
-    if size == 1:
-        return _pixelwise_matmul(subsample(inputs, stride), weights)
-    if (stride == 1 and padding == "SAME" and height is not None and width is not None
-            and height * width <= SMALL_MAP):
-        return _pixelwise_matmul(_shifted_views(inputs, size), weights)
-    return tf.nn.conv2d(inputs, weights, strides=stride, padding=padding)
-
-
-def subsample(inputs, stride):
-    """Every `stride`-th row and column of NHWC inputs from the first: what a 1x1 convolution with
-    that stride sees, under SAME or VALID padding alike.
-
-    Where the stride divides the map, the rows and columns are taken by a `tf.slice` of the
-    inputs reshaped to [batch, h / s, s, w / s, s * c]: the generic strided-slice kernel and its
-    gradient took 4.7 and 5.0 ms on a [64, 16, 16, 256] map, the slice and its gradient (a pad)
-    0.25 and 0.5 ms.
-    """
-    if stride == 1:
-        return inputs
-    height, width, channels = inputs.shape[1], inputs.shape[2], int(inputs.shape[3])
-    if height is None or width is None or height % stride or width % stride:
-        return inputs[:, ::stride, ::stride, :]
-    rows, columns = height // stride, width // stride
-    grid = tf.reshape(inputs, [-1, rows, stride, columns, stride * channels])
-    firsts = tf.slice(grid, [0, 0, 0, 0, 0], [-1, -1, 1, -1, channels])
-    return tf.reshape(firsts, [-1, rows, columns, channels])
-
-
-def _pixelwise_matmul(inputs, weights):
-    """[batch, h, w, c] x [.., .., c', depth] -> [batch, h, w, depth], where c = the product of the
-    weights' first three dimensions: every pixel's vector times the same matrix."""
-    height, width, channels = (int(d) for d in inputs.shape[1:])
-    depth = int(weights.shape[-1])
-    outputs = matmul(tf.reshape(inputs, [-1, channels]), tf.reshape(weights, [channels, depth]))
-    return tf.reshape(outputs, [-1, height, width, depth])
-
-
-@tf.custom_gradient
-def matmul(inputs, weights):
-    """`tf.matmul(inputs, weights)` of 2-D tensors, whose gradient with respect to the inputs
-    runs as a BatchMatMulV2 of the output's gradient by the weights' adjoint.
-
-    The usual gradient is a MatMul with transpose_b, which the CPU kernels run at 60-75% of the
-    untransposed product's rate on ResNet-50's 1x1 shapes (e.g. [256, 2048] x [1024, 2048]^T: 4.0
-    against 2.5 ms as the BatchMatMulV2); the weights' gradient (transpose_a) keeps the MatMul,
-    which is as fast as the forward product (bench/README.md). On a GPU both are cuBLAS calls.
-    """
-    def gradient(outputs_gradient):
-        return (tf.raw_ops.BatchMatMulV2(x=outputs_gradient, y=weights, adj_y=True),
-                tf.matmul(inputs, outputs_gradient, transpose_a=True))
-    return tf.matmul(inputs, weights), gradient
-
-
-def _shifted_views(inputs, size):
-    """The size x size neighbourhoods of a SAME, stride-1 convolution (zero padded), stacked on the
-    channel axis in the weights' (row, column, channel) order: [batch, h, w, size * size * c].
-    `tf.slice`, whose gradient is a single pad, rather than strided slicing, whose gradient kernel
-    is several times slower."""
-    height, width = int(inputs.shape[1]), int(inputs.shape[2])
-    before = (size - 1) // 2
-    after = size - 1 - before
-    padded = tf.pad(inputs, [[0, 0], [before, after], [before, after], [0, 0]])
-    views = [tf.slice(padded, [0, row, column, 0], [-1, height, width, -1])
-             for row in range(size) for column in range(size)]
-    return tf.concat(views, axis=3)
 
 
 def _dropout_training(inputs, rate, name):
@@ -413,11 +310,6 @@ def _dropout_training(inputs, rate, name):
     layer_seed = (zlib.crc32(name.encode()) + (graph_seed or 0)) % 2**31
     seed = tf.stack([tf.constant(layer_seed, tf.int64), tf.cast(step, tf.int64)])
     return tf.nn.experimental.stateless_dropout(inputs, rate=rate, seed=seed)
-
-
-def _record_multiply_adds(count):
-    tf.compat.v1.add_to_collection(
-        MULTIPLY_ADDS, tf.constant(int(count), tf.int64, name="multiply_adds"))
 
 
 def _moving_average_variable(name, channels, value):
@@ -434,3 +326,9 @@ def _smart_cond(pred, true_fn, false_fn):
     if value is None:
         return tf.cond(pred, true_fn, false_fn)
     return true_fn() if value else false_fn()
+
+
+__all__ = ["BATCH_NORM_DECAY", "BATCH_NORM_EPSILON", "WITH_BATCH_NORM", "WITH_WEIGHTS",
+           "arg_scope", "current_arg_scope", "he_initializer", "batch_norm", "conv_relu",
+           "conv_bn", "conv_bn_relu", "dense", "dropout", "relu", "max_pool", "global_avg_pool",
+           "flatten", "classifier"]

@@ -24,7 +24,7 @@ import tensorflow as tf
 from nets import layers
 
 
-def lenet5(images, num_classes, is_training, scope="lenet5", reuse=None):
+def lenet5(images, num_classes, is_training, scope="lenet5"):
     """LeNet-5.
 
     Args:
@@ -34,7 +34,6 @@ def lenet5(images, num_classes, is_training, scope="lenet5", reuse=None):
       is_training: boolean scalar tensor; unused (LeNet-5 has neither batch norm nor dropout), kept
         for the common builder signature.
       scope: variable scope of the whole network.
-      reuse: passed to the variable scope, to share the variables with an earlier build.
 
     Returns:
       logits: [batch, num_classes], before softmax.
@@ -42,15 +41,18 @@ def lenet5(images, num_classes, is_training, scope="lenet5", reuse=None):
         'logits'.
     """
     end_points = {}
-    with tf.compat.v1.variable_scope(scope, reuse=reuse):
+    with tf.compat.v1.variable_scope(scope):
         net = images
         for index, depth in enumerate((6, 16)):
             name = "conv%d" % (index + 1)
-            net = layers.conv_bn_relu(net, depth, 5, is_training, padding="VALID",
-                                      use_batch_norm=False, scope=name)
+            net = layers.conv_relu(net, depth, 5, padding="VALID", scope=name)
             end_points[name] = net
             net = layers.max_pool(net, 2, 2, padding="VALID", scope="pool%d" % (index + 1))
             end_points["pool%d" % (index + 1)] = net
         logits = layers.classifier(net, [("fc3", 120), ("fc4", 84)], num_classes, is_training,
                                    end_points)
     return logits, end_points
+
+
+# The input side the network is written for (slim's convention), which the shapes above assume.
+lenet5.default_image_size = 64

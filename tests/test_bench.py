@@ -1,6 +1,12 @@
-"""Smoke tests of the benchmarks: each core function runs an iteration or two on a tiny network or
-cohort and returns figures of the right form. Never asserts on timing."""
+"""Tests of the benchmarks: each core function runs an iteration or two on a tiny network or
+cohort. What they time is checked against a fake clock (the figures must be exactly the clock's),
+or, where the work runs in other processes, against sleeps of known length; never against the
+speed of the machine."""
+import time
+import types
+
 import numpy as np
+import pydicom
 import pytest
 
 import bench
@@ -9,12 +15,41 @@ from lidc import synthetic
 from tests.test_training_helpers import tiny_net
 
 
-def test_alternate_times_every_competitor():
+class FakeClock:
+    """A stand-in for the time module whose perf_counter moves only by tick() (and by `step` at
+    each reading, if given)."""
+
+    def __init__(self, step=0.0):
+        self.now, self.step = 0.0, step
+
+    def tick(self, seconds):
+        self.now += seconds
+
+    def perf_counter(self):
+        self.now += self.step
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(bench, "time", types.SimpleNamespace(perf_counter=fake.perf_counter))
+    return fake
+
+
+def test_alternate_times_every_competitor_in_turn_and_takes_the_median(clock):
     calls = []
-    seconds = bench.alternate({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
-                              repeats=2, number=2)
-    assert calls == ["a", "a", "b", "b"] * 2
-    assert set(seconds) == {"a", "b"} and all(s >= 0 for s in seconds.values())
+    per_call = {"a": iter([1.0, 1.0, 5.0, 5.0, 2.0, 2.0]), "b": iter([3.0] * 6)}
+
+    def competitor(name):
+        def run():
+            calls.append(name)
+            clock.tick(next(per_call[name]))
+        return run
+
+    seconds = bench.alternate({"a": competitor("a"), "b": competitor("b")}, repeats=3, number=2)
+    assert calls == ["a", "a", "b", "b"] * 3
+    assert seconds == {"a": 2.0, "b": 3.0}  # a: rounds of 1, 5 and 2 s a call
 
 
 def test_table_lines_up_columns():
@@ -23,20 +58,31 @@ def test_table_lines_up_columns():
     assert len(lines) == 4 and len({len(line) for line in lines}) == 1
 
 
-def test_matmul_rate_and_share():
-    rate = roofline.matmul_rate(size=64, chain=2, repeats=1)
-    assert rate > 0
+def test_matmul_rate_is_the_products_flops_over_the_median_time(clock):
+    clock.step = 0.25  # each reading of the clock: a step of the probe takes 0.25 s
+    rate = roofline.matmul_rate(size=64, chain=2, repeats=3)
+    assert rate == 2 * (2 * 64 ** 3) / 0.25  # two products of 64x64 matrices
+
+
+def test_share_and_network_flops():
     assert roofline.share(1e9, 10.0, 30e9, training=True) == pytest.approx(1.0)
-    assert roofline.network_flops("lenet5") > 0
+    assert roofline.share(1e9, 10.0, 30e9, training=False) == pytest.approx(1 / 3)
+    # LeNet-5: 64 -conv5-> 60 -pool-> 30 -conv5-> 26 -pool-> 13, then 120, 84 and 3 units.
+    multiply_adds = (60 * 60 * 25 * 6 + 26 * 26 * 25 * 6 * 16 + 13 * 13 * 16 * 120 + 120 * 84
+                     + 84 * 3)
+    assert roofline.network_flops("lenet5") == 2 * multiply_adds
 
 
-def test_training_step_of_ours_runs():
+def test_training_step_of_ours_trains_at_every_step_it_times(clock):
     trainer = train_speed.OursTrainer(tiny_net, batch_size=4, image_shape=(16, 16, 1))
+    clock.step = 0.5
     try:
-        seconds = train_speed.measure({"ours": trainer}, warmup=1, repeats=1, steps=1)
+        seconds = train_speed.measure({"ours": trainer}, warmup=1, repeats=2, steps=3)
+        steps = trainer.session.run(trainer.model.global_step)
     finally:
         trainer.close()
-    assert seconds["ours"] > 0
+    assert seconds == {"ours": 0.5 / 3}  # one interval of the clock over the round's 3 steps
+    assert steps == 1 + 2 * 3  # warm-up, then every step of every round ran the train op
 
 
 def test_inference_of_session_and_saved_model(tmp_path):
@@ -56,7 +102,12 @@ def test_preprocess_stages_and_floor_on_a_tiny_cohort(tmp_path):
     root = tmp_path / "root"
     paths = preprocess.cohort(root, patients=1, size=synthetic.MIN_SIZE,
                               slices=synthetic.MIN_SLICES)
-    assert paths and preprocess.decode_floor(paths) > 0
+    pixel_bytes = 0
+    for path in paths:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        pixel_bytes += header.Rows * header.Columns * header.BitsAllocated // 8
+    assert len(paths) >= synthetic.MIN_SLICES
+    assert preprocess.decode_floor(paths) == pixel_bytes
     seconds = preprocess.run_stages(root, tmp_path / "work", workers=1)
     assert set(seconds) == {*preprocess.STAGES, *(f"{s} {part}" for s in preprocess.STAGES
                                                   for part in ("pool", "busy"))}
@@ -66,7 +117,6 @@ def test_preprocess_stages_and_floor_on_a_tiny_cohort(tmp_path):
     shared = preprocess.run_stages(root, tmp_path / "shared", workers=2, shared=True)
     assert shared.keys() == seconds.keys()
     assert (tmp_path / "shared" / "patches" / "patches.npy").is_file()
-    assert preprocess.floor_on_two(paths) > 0
 
 
 def test_preprocess_table_has_the_floor_each_stage_and_both_totals():
@@ -109,3 +159,17 @@ def test_preprocess_bench_prints_a_table_per_size_and_the_by_size_table(tmp_path
     assert out.count("total in one process") == 2
     by_size = out.split("by cohort size")[1].splitlines()
     assert [line.split()[0] for line in by_size[3:5]] == ["1", "2"]
+
+
+def _decode_slowly(paths):
+    """Stands for bench.preprocess.decode_floor: a known time, whatever the machine."""
+    time.sleep(0.3)
+    return len(paths)
+
+
+def test_floor_on_two_times_both_halves_at_once_after_a_warm_up(monkeypatch):
+    monkeypatch.setattr(preprocess, "decode_floor", _decode_slowly)
+    seconds = preprocess.floor_on_two(["a.dcm", "b.dcm", "c.dcm"])
+    # One round of two 0.3 s halves side by side; 0.6 s if they ran one after the other or the
+    # warm-up round were timed too.
+    assert 0.3 <= seconds < 0.5

@@ -1,9 +1,10 @@
-"""Tests of the graph builders in nets/, in the manner of TF-slim's *_test.py.
+"""Tests of the registry of networks (nets/__init__.py), of what every registered network shares
+(the builder signature, unknown batch size, the parameter counts and costs the docstrings document)
+and of the package's imports. Each network's own tests: test_lenet5.py, test_alexnet.py,
+test_vgg16.py, test_resnet_v1.py.
 
-Full-size networks are only built as graphs (never run); sessions run tiny variants on batches of
-one or two, so the file stays fast.
+Full-size networks are only built as graphs here, once each (tests/nets_helpers.built), never run.
 """
-import functools
 import pathlib
 
 import numpy as np
@@ -11,37 +12,7 @@ import pytest
 import tensorflow as tf
 
 import nets
-from nets import layers, resnet50
-
-NUM_CLASSES = 3
-TINY_STAGES = [(8, 1, 1), (16, 2, 2)]
-
-
-def make_inputs(batch=None, size=64, channels=1):
-    """A float32 NHWC image placeholder and the trainer's is_training switch (default False)."""
-    images = tf.compat.v1.placeholder(tf.float32, [batch, size, size, channels], name="images")
-    is_training = tf.compat.v1.placeholder_with_default(False, [], name="is_training")
-    return images, is_training
-
-
-def random_images(batch, size=64, channels=1, seed=0):
-    return np.random.RandomState(seed).uniform(size=(batch, size, size, channels)).astype(
-        np.float32)
-
-
-@functools.lru_cache(maxsize=None)
-def built(name):
-    """(graph, logits, end_points) of a registered network on 64x64x1 with unknown batch size;
-    built once per network, in its own graph, since the large ones take seconds."""
-    with tf.Graph().as_default() as graph:
-        images, is_training = make_inputs()
-        logits, end_points = nets.get(name)(images, NUM_CLASSES, is_training)
-    return graph, logits, end_points
-
-
-def tiny_resnet(images, is_training):
-    return resnet50.resnet_v1(images, NUM_CLASSES, is_training, TINY_STAGES, scope="tiny",
-                              stem_depth=4)
+from tests.nets_helpers import NUM_CLASSES, built, make_inputs, random_images
 
 
 # Parameter counts from the architectures' arithmetic, independent of the graphs.
@@ -105,14 +76,17 @@ PARAMETERS = {
 }
 
 
-def test_registry_has_display_names():
+def test_registry_names_and_display_names():
     assert set(nets.DISPLAY_NAMES) == set(nets.NETWORKS) == set(PARAMETERS)
-    assert nets.DISPLAY_NAMES["resnet50"] == "ResNet-50"
+    assert nets.DISPLAY_NAMES == {
+        "lenet5": "LeNet-5", "alexnet": "AlexNet", "vgg16": "VGG-16", "resnet50": "ResNet-50",
+        "resnet101": "ResNet-101", "resnet152": "ResNet-152"}
 
 
 def test_get_unknown_name_lists_known_names():
-    with pytest.raises(ValueError, match="resnet50"):
+    with pytest.raises(ValueError, match="lenet5, resnet101, resnet152, resnet50, vgg16"):
         nets.get("resnet49")
+    assert nets.get("vgg16") is nets.NETWORKS["vgg16"]
 
 
 @pytest.mark.parametrize("name", sorted(nets.NETWORKS))
@@ -124,6 +98,11 @@ def test_output_shape_with_unknown_batch(name):
 
 
 @pytest.mark.parametrize("name", sorted(nets.NETWORKS))
+def test_default_image_size(name):
+    assert nets.get(name).default_image_size == 64
+
+
+@pytest.mark.parametrize("name", sorted(nets.NETWORKS))
 def test_parameter_count(name):
     documented, arithmetic = PARAMETERS[name]
     assert arithmetic() == documented
@@ -131,280 +110,38 @@ def test_parameter_count(name):
     assert nets.count_params(graph) == documented
 
 
-def test_resnet50_end_points():
-    _, _, end_points = built("resnet50")
-    expected = {
-        "conv1": [None, 32, 32, 64],
-        "pool1": [None, 16, 16, 64],
-        "block1": [None, 16, 16, 256],
-        "block2": [None, 8, 8, 512],
-        "block3": [None, 4, 4, 1024],
-        "block4": [None, 2, 2, 2048],
-        "block3/unit_6": [None, 4, 4, 1024],
-        "pool": [None, 2048],
-        "logits": [None, NUM_CLASSES],
-    }
-    for name, shape in expected.items():
-        assert end_points[name].shape.as_list() == shape, name
-    assert "block3/unit_7" not in end_points
+# Forward FLOPs per 64x64x1 image, as the docstrings and the README give them (GFLOPs, 3 places).
+FLOPS = {"lenet5": 0.005, "alexnet": 0.783, "vgg16": 2.546, "resnet50": 0.617,
+         "resnet101": 1.223, "resnet152": 1.829}
 
 
-def test_resnet50_batch_norm_collections():
-    graph, _, _ = built("resnet50")
-    batch_norms = 1 + 3 * 16 + 4  # stem, three per unit, four projections
-    assert len(graph.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)) == 2 * batch_norms
-    averages = graph.get_collection(tf.compat.v1.GraphKeys.MOVING_AVERAGE_VARIABLES)
-    assert len(averages) == 2 * batch_norms
-    trainable = {v.op.name for v in graph.get_collection(
-        tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)}
-    assert not trainable & {v.op.name for v in averages}
+@pytest.mark.parametrize("name", sorted(nets.NETWORKS))
+def test_forward_flops_as_documented(name):
+    graph, _, _ = built(name)
+    assert round(nets.forward_flops(graph) / 1e9, 3) == FLOPS[name]
 
 
-def test_tiny_resnet_variable_names():
+def test_lenet5_forward_flops_from_the_architecture():
+    # 64 -conv5-> 60 -pool-> 30 -conv5-> 26 -pool-> 13
+    multiply_adds = (60 * 60 * 25 * 1 * 6 + 26 * 26 * 25 * 6 * 16
+                     + 13 * 13 * 16 * 120 + 120 * 84 + 84 * NUM_CLASSES)
+    assert nets.forward_flops(built("lenet5")[0]) == 2 * multiply_adds
+
+
+def test_a_second_build_in_a_reusing_scope_shares_the_variables():
+    builder = nets.get("lenet5")
+    batch = random_images(2)
     with tf.Graph().as_default():
-        tiny_resnet(*make_inputs(size=32))
-        names = {v.op.name for v in tf.compat.v1.global_variables()}
-
-    def conv_bn(scope):
-        return {scope + "/weights"} | {scope + "/bn/" + v for v in
-                                       ("gamma", "beta", "moving_mean", "moving_variance")}
-
-    expected = conv_bn("tiny/conv1") | {"tiny/logits/weights", "tiny/logits/biases"}
-    for unit, convs in [("block1/unit_1", ("shortcut", "conv1", "conv2", "conv3")),
-                        ("block2/unit_1", ("shortcut", "conv1", "conv2", "conv3")),
-                        ("block2/unit_2", ("conv1", "conv2", "conv3"))]:
-        for conv in convs:
-            expected |= conv_bn("tiny/%s/bottleneck/%s" % (unit, conv))
-    assert names == expected
-
-
-def test_tiny_resnet_training_and_inference_differ():
-    with tf.Graph().as_default():
-        images, is_training = make_inputs(size=32)
-        logits, _ = tiny_resnet(images, is_training)
+        images, is_training = make_inputs()
+        first, _ = builder(images, NUM_CLASSES, is_training)
+        count = len(tf.compat.v1.global_variables())
+        with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(), reuse=True):
+            second, _ = builder(images, NUM_CLASSES, is_training)
+        assert len(tf.compat.v1.global_variables()) == count
         with tf.compat.v1.Session() as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
-            batch = random_images(2, size=32)
-            inference = sess.run(logits, {images: batch})
-            training = sess.run(logits, {images: batch, is_training: True})
-            assert inference.shape == (2, NUM_CLASSES)
-            assert np.allclose(inference, sess.run(logits, {images: batch}))
-            assert not np.allclose(inference, training)
-
-
-def test_tiny_resnet_gradients_reach_every_variable():
-    with tf.Graph().as_default():
-        images, is_training = make_inputs(size=32)
-        logits, _ = tiny_resnet(images, is_training)
-        variables = tf.compat.v1.trainable_variables()
-        gradients = tf.gradients(tf.reduce_sum(logits), variables)
-        assert all(g is not None for g in gradients), [
-            v.op.name for v, g in zip(variables, gradients) if g is None]
-
-
-def random_values(variables, seed=0):
-    """A value for each variable, batch-norm statistics far from their initial 0 and 1."""
-    rng = np.random.RandomState(seed)
-    values = {}
-    for v in variables:
-        shape, name = v.shape.as_list(), v.op.name
-        if name.endswith("moving_variance"):
-            values[name] = rng.uniform(0.2, 3.0, shape)
-        elif name.endswith(("moving_mean", "beta")):
-            values[name] = rng.normal(0.0, 0.5, shape)
-        elif name.endswith("gamma"):
-            values[name] = rng.uniform(0.5, 2.0, shape)
-        else:
-            values[name] = rng.normal(0.0, 0.3, shape)
-    return {name: value.astype(np.float32) for name, value in values.items()}
-
-
-def logits_of(values, batch, fold):
-    """The tiny ResNet's inference logits of `batch` with `values`, built plain or folded."""
-    with tf.Graph().as_default():
-        images, is_training = make_inputs(size=32)
-        if fold:
-            with layers.folded_batch_norm():
-                logits, _ = tiny_resnet(images, tf.constant(False))
-        else:
-            logits, _ = tiny_resnet(images, is_training)
-        variables = tf.compat.v1.global_variables()
-        if values is None:
-            values = random_values(variables)
-        with tf.compat.v1.Session() as sess:
-            sess.run([v.initializer for v in variables],
-                     {v.initial_value: values[v.op.name] for v in variables})
-            return sess.run(logits, {images: batch}), values, {v.op.name for v in variables}
-
-
-def test_folded_batch_norm_gives_the_logits_of_the_moving_averages_without_batch_norm():
-    batch = random_images(4, size=32)
-    plain, values, _ = logits_of(None, batch, fold=False)
-    folded_values = layers.fold_batch_norm(values)
-    folded, _, names = logits_of(folded_values, batch, fold=True)
-    assert names == set(folded_values)
-    assert not [n for n in names if "/bn/" in n]
-    assert "tiny/conv1/biases" in names and "tiny/block2/unit_2/bottleneck/conv3/biases" in names
-    np.testing.assert_allclose(folded, plain, rtol=1e-4, atol=1e-4)
-    assert np.abs(plain).max() > 0.1  # the comparison is not of zeros
-    # The batch norms' values matter: folding with other statistics gives other logits.
-    shifted = {k: v + 0.5 if k.endswith("moving_mean") else v for k, v in values.items()}
-    other, _, _ = logits_of(layers.fold_batch_norm(shifted), batch, fold=True)
-    assert not np.allclose(other, plain, atol=1e-2)
-
-
-def test_folded_batch_norm_refuses_a_training_graph():
-    with tf.Graph().as_default():
-        images, is_training = make_inputs(size=32)
-        with layers.folded_batch_norm(), pytest.raises(ValueError, match="inference"):
-            tiny_resnet(images, is_training)
-
-
-def batch_norm_graph():
-    images = tf.compat.v1.placeholder(tf.float32, [None, 2, 2, 3])
-    is_training = tf.compat.v1.placeholder_with_default(False, [])
-    outputs = layers.batch_norm(images, is_training)
-    return images, is_training, outputs
-
-
-def test_batch_norm_training_uses_batch_statistics():
-    batch = np.random.RandomState(1).normal(5.0, 2.0, (4, 2, 2, 3)).astype(np.float32)
-    with tf.Graph().as_default():
-        images, is_training, outputs = batch_norm_graph()
-        with tf.compat.v1.Session() as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            training = sess.run(outputs, {images: batch, is_training: True})
-            inference = sess.run(outputs, {images: batch})
-    mean, variance = batch.mean(axis=(0, 1, 2)), batch.var(axis=(0, 1, 2))
-    epsilon = layers.BATCH_NORM_EPSILON
-    np.testing.assert_allclose(training, (batch - mean) / np.sqrt(variance + epsilon),
-                               rtol=1e-4, atol=1e-4)
-    # The moving averages start at mean 0, variance 1.
-    np.testing.assert_allclose(inference, batch / np.sqrt(1.0 + epsilon), rtol=1e-5)
-
-
-def test_moving_averages_move_only_in_training():
-    batch = np.random.RandomState(2).normal(5.0, 2.0, (4, 2, 2, 3)).astype(np.float32)
-    with tf.Graph().as_default():
-        images, is_training, _ = batch_norm_graph()
-        update_ops = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)
-        averages = tf.compat.v1.moving_average_variables()
-        with tf.compat.v1.Session() as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            sess.run(update_ops, {images: batch})
-            mean, variance = sess.run(averages)
-            np.testing.assert_array_equal(mean, np.zeros(3))
-            np.testing.assert_array_equal(variance, np.ones(3))
-            sess.run(update_ops, {images: batch, is_training: True})
-            mean, variance = sess.run(averages)
-    step = 1.0 - layers.BATCH_NORM_DECAY
-    np.testing.assert_allclose(mean, step * batch.mean(axis=(0, 1, 2)), rtol=1e-5)
-    # The fused kernel hands the averages the unbiased batch variance.
-    np.testing.assert_allclose(variance, 1.0 - step + step * batch.var(axis=(0, 1, 2), ddof=1),
-                               rtol=1e-5)
-
-
-def test_dropout_is_identity_at_inference():
-    batch = np.random.RandomState(3).uniform(1.0, 2.0, (2, 100)).astype(np.float32)
-    with tf.Graph().as_default():
-        inputs = tf.compat.v1.placeholder(tf.float32, [None, 100])
-        is_training = tf.compat.v1.placeholder_with_default(False, [])
-        outputs = layers.dropout(inputs, 0.5, is_training)
-        with tf.compat.v1.Session() as sess:
-            np.testing.assert_array_equal(sess.run(outputs, {inputs: batch}), batch)
-            training = sess.run(outputs, {inputs: batch, is_training: True})
-    dropped = training == 0
-    assert 0 < dropped.sum() < batch.size
-    np.testing.assert_allclose(training[~dropped], 2.0 * batch[~dropped], rtol=1e-6)
-
-
-def dropout_masks(steps):
-    """The training dropout masks at each global step, from a freshly built graph and session."""
-    with tf.Graph().as_default():
-        tf.compat.v1.set_random_seed(0)
-        step = tf.compat.v1.train.get_or_create_global_step()
-        outputs = layers.dropout(tf.ones([1, 100]), 0.5, True)
-        with tf.compat.v1.Session() as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            masks = []
-            for value in steps:
-                step.load(value, sess)
-                masks.append(sess.run(outputs) > 0)
-    return masks
-
-
-def test_dropout_mask_is_a_function_of_the_step():
-    first, second, again = dropout_masks([7, 8, 7])
-    np.testing.assert_array_equal(first, again)
-    assert (first != second).any()
-    # A resumed run (new graph and session) draws the same mask at the same step.
-    np.testing.assert_array_equal(dropout_masks([7])[0], first)
-
-
-def test_forward_flops_of_a_tiny_net():
-    with tf.Graph().as_default():
-        images, is_training = make_inputs(size=8)
-        with tf.compat.v1.variable_scope("tiny"):
-            net = layers.conv_bn_relu(images, 4, 3, is_training, scope="conv1")
-            net = layers.max_pool(net, 2, 2)
-            layers.dense(layers.flatten(net), NUM_CLASSES, scope="logits")
-        conv = 8 * 8 * (3 * 3 * 1) * 4  # one multiply-add per output per kernel tap
-        dense = (4 * 4 * 4) * NUM_CLASSES
-        assert layers.forward_flops() == 2 * (conv + dense)
-        assert nets.forward_flops(scope="tiny/logits") == 2 * dense
-        assert nets.forward_flops(scope="other/") == 0
-
-
-@pytest.mark.parametrize("size,kernel,stride,padding", [
-    (6, 1, 1, "SAME"),   # 1x1: a matmul
-    (7, 1, 2, "SAME"),   # 1x1 with a stride, odd map: subsample, then a matmul
-    (7, 1, 2, "VALID"),
-    (8, 1, 2, "SAME"),   # a stride that divides the map: a slice of the reshaped map
-    (6, 1, 3, "VALID"),
-    (2, 3, 1, "SAME"),   # a small map: a matmul of the shifted views
-    (1, 3, 1, "SAME"),
-    (2, 4, 1, "SAME"),   # an even kernel pads unevenly, as tf.nn.conv2d does
-    (5, 3, 1, "SAME"),   # a larger map: tf.nn.conv2d itself
-    (5, 3, 2, "VALID"),
-])
-def test_convolve_equals_conv2d_with_its_gradients(size, kernel, stride, padding):
-    rng = np.random.RandomState(kernel * 10 + size)
-    x = rng.normal(size=(2, size, size, 3)).astype(np.float32)
-    w = rng.normal(size=(kernel, kernel, 3, 5)).astype(np.float32)
-    with tf.Graph().as_default():
-        inputs, weights = tf.constant(x), tf.constant(w)
-        ours = layers.convolve(inputs, weights, stride, padding)
-        reference = tf.nn.conv2d(inputs, weights, strides=stride, padding=padding)
-        assert ours.shape.as_list() == reference.shape.as_list()
-        upstream = tf.constant(rng.normal(size=reference.shape.as_list()).astype(np.float32))
-        grads = [tf.gradients(out, [inputs, weights], grad_ys=upstream)
-                 for out in (ours, reference)]
-        with tf.compat.v1.Session() as session:
-            ours, reference, (ours_grads, reference_grads) = session.run(
-                [ours, reference, grads])
-    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5)
-    for ours_grad, reference_grad in zip(ours_grads, reference_grads):
-        np.testing.assert_allclose(ours_grad, reference_grad, rtol=1e-4, atol=1e-4)
-
-
-def test_matmul_has_the_gradients_of_tf_matmul_through_a_batch_matmul():
-    rng = np.random.RandomState(3)
-    a = rng.normal(size=(6, 4)).astype(np.float32)
-    w = rng.normal(size=(4, 5)).astype(np.float32)
-    upstream = rng.normal(size=(6, 5)).astype(np.float32)
-    with tf.Graph().as_default() as graph:
-        inputs, weights = tf.constant(a), tf.constant(w)
-        outputs = [layers.matmul(inputs, weights), tf.matmul(inputs, weights)]
-        ours, reference = [tf.gradients(out, [inputs, weights], grad_ys=upstream)
-                           for out in outputs]
-        with tf.compat.v1.Session() as session:
-            values = session.run([outputs, ours, reference])
-        kinds = {op.type for op in graph.get_operations()}
-    (ours_out, reference_out), ours_grads, reference_grads = values
-    np.testing.assert_allclose(ours_out, reference_out, rtol=1e-6)
-    for ours_grad, reference_grad in zip(ours_grads, reference_grads):
-        np.testing.assert_allclose(ours_grad, reference_grad, rtol=1e-5, atol=1e-5)
-    assert "BatchMatMulV2" in kinds  # the inputs' gradient, oneDNN's faster kernel
+            first, second = sess.run([first, second], {images: batch})
+    np.testing.assert_array_equal(first, second)
 
 
 def test_nets_import_tensorflow_only():

@@ -153,17 +153,21 @@ def test_batch_norm_updates_run_with_the_train_op():
     with tf.Graph().as_default():
         model = model_lib.build(tiny_net, (16, 16, 1), 3, seed=0)
         moving = [v for v in v1.global_variables() if "moving_mean" in v.name][0]
+        activations = v1.get_default_graph().get_tensor_by_name("tiny/conv1/Relu:0")
         with v1.Session() as session:
             session.run(v1.global_variables_initializer())
+            # tiny_net's average moves a tenth of the way to the batch's mean activation.
+            expected = 0.1 * session.run(activations, {model.images: x}).mean(axis=(0, 1, 2))
             session.run(model.train_op, {model.images: x, model.labels: np.eye(3)[label],
                                          model.is_training: True})
-            assert np.abs(session.run(moving)).sum() > 0
+            np.testing.assert_allclose(session.run(moving), expected, rtol=1e-5)
+            assert expected.any()
 
 
 def small_resnet(images, num_classes, is_training):
-    from nets import resnet50
-    return resnet50.resnet_v1(images, num_classes, is_training, [(8, 1, 1), (16, 1, 2)],
-                              scope="small", stem_depth=4)
+    from nets import resnet_v1
+    return resnet_v1.resnet_v1(images, num_classes, is_training, [(8, 1, 1), (16, 1, 2)],
+                               scope="small", stem_depth=4)
 
 
 def test_the_export_folds_batch_norm_and_predicts_as_the_training_graph(tmp_path):
@@ -338,7 +342,8 @@ def test_balanced_class_weights_make_every_class_add_the_same_to_the_loss():
 
 def test_class_weights_scale_each_example_loss_by_its_class():
     with tf.Graph().as_default():
-        model = model_lib.build(tiny_net, (16, 16, 1), 3, seed=0, class_weights=[1.0, 4.0, 0.5])
+        model = model_lib.build(tiny_net, (16, 16, 1), 3, seed=0,
+                                loss=model_lib.Loss(class_weights=(1.0, 4.0, 0.5)))
         plain = model_lib._losses(model.labels, model.logits)[0]
         x, labels = blobs(6)
         feed = {model.images: x, model.labels: np.eye(3, dtype=np.float32)[labels]}

@@ -6,6 +6,7 @@ Exit codes (ARCHITECTURE.md): 0 the work was done (skipped inputs are reported, 
 import argparse
 import errno
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -171,17 +172,23 @@ def run(main, argv=None):
 
 
 def summary(title, counts, skipped=()):
-    """Prints the end-of-stage summary: what was done, and what was skipped and why."""
-    print(f"\n{title}")
+    """Prints the end-of-stage summary: what was done, and what was skipped and why; paths
+    under the current folder are shown relative to it."""
+    print(f"\n{_shown(title)}")
     for name, value in counts.items():
-        print(f"  {name}: {value}")
+        print(f"  {name}: {_shown(value)}")
     skipped = list(skipped)
     if skipped:
         print(f"  skipped: {len(skipped)}")
         for path, reason in skipped[:20]:
-            print(f"    {path}: {reason}")
+            print(f"    {_shown(path)}: {_shown(reason)}")
         if len(skipped) > 20:
             print(f"    ... and {len(skipped) - 20} more (see the stage's skipped.csv)")
+
+
+def _shown(value):
+    """`value` as text, with the current folder's absolute path left out of the paths in it."""
+    return str(value).replace(os.path.join(os.getcwd(), ""), "")
 
 
 def run_stage(work, stage):
@@ -200,4 +207,4 @@ def print_result(result):
     for line in result.notes:
         print(f"  {line}")
     if result.report is not None:
-        print(f"  skip report: {result.report}")
+        print(f"  skip report: {_shown(result.report)}")

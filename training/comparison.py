@@ -16,7 +16,7 @@ import numpy as np
 
 from lidc.errors import LidcError
 from lidc.io import write_csv
-from training import data, plots
+from training import data, plots, report as html
 from training.evaluation import evaluate_run
 from training.loop import Hooks
 from training.options import COMPARED, DEFAULTS
@@ -86,6 +86,7 @@ def run_comparison(options, grid, hooks=Hooks(), metric="balanced_accuracy"):
     plots.comparison(rows, out / "compare.png", metric=metric,
                      labels={n: display_name(n) for n in grid.nets},
                      baselines=baselines(test_labels, metric))
+    html.write_comparison_report(out)
     return rows
 
 

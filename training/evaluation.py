@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from lidc.errors import LidcError
 from lidc.io import write_json
 from lidc.records import CLASS_NAMES
-from training import data, explain, metrics, plots, tta
+from training import data, explain, metrics, plots, report as html, tta, uncertainty
 from training.model import Predictor
 from training.rundir import locked, run_folder
 
@@ -60,19 +60,21 @@ def evaluate_run(runs, name, work, options=EvalOptions(), log=print):
             _cams(predictor, test, probabilities, run_dir.eval, options, log)
         report = measure(test, probabilities, options)
         if augmented is not None:
-            report["tta"] = {**measure(test, augmented, options), "symmetries": list(options.tta)}
+            report["tta"] = {**metrics.report(test.label, augmented, report["class_names"]),
+                             "symmetries": list(options.tta)}
         step = re.search(r"-(\d+)$", prefix)
         report.update(run=name, checkpoint=prefix, step=int(step.group(1)) if step else None,
                       test_set=test.path)
         write_json(run_dir.eval / "metrics.json", report)
         _plots(run_dir, report)
         explain.write_galleries(test, probabilities, run_dir.eval, report["class_names"])
+        html.write_run_report(run_dir)
     lesion = f"\nper lesion (mean of its patches):\n{metrics.table(report['lesion'])}" \
         if "lesion" in report else ""
-    augmented = f"\nwith test-time augmentation ({', '.join(options.tta)}):\n" \
+    with_tta = f"\nwith test-time augmentation ({', '.join(options.tta)}):\n" \
         f"{metrics.table(report['tta'])}" if "tta" in report else ""
     log(f"{name}: {len(test)} test patches, checkpoint {prefix}\n{metrics.table(report)}{lesion}"
-        f"{augmented}")
+        f"{with_tta}")
     return report
 
 
@@ -97,16 +99,32 @@ def _cams(predictor, test, probabilities, eval_dir, options, log):
 
 
 def measure(test, probabilities, options):
-    """The report of `probabilities` on the test Split: per patch, and per lesion where the
-    split knows its lesions."""
+    """The report of `probabilities` on the test Split: per patch (with bootstrap intervals
+    over the patients, ROC curves and calibration), and per lesion where the split knows its
+    lesions."""
     names = class_names(probabilities.shape[1])
     report = metrics.report(test.label, probabilities, names)
+    if "patient_id" in test.columns:
+        report["uncertainty"] = _named(uncertainty.bootstrap(
+            test.label, probabilities, test.columns["patient_id"], options.bootstrap,
+            options.seed), names)
+    report["roc"] = {names[c]: curve
+                     for c, curve in metrics.roc_points(test.label, probabilities).items()}
+    report["calibration"] = metrics.reliability(test.label, probabilities)
     if "lesion_id" in test.columns:
         lesion_labels, lesion_probabilities, _ = metrics.by_lesion(
             test.label, probabilities, test.columns["lesion_id"])
         report["lesion"] = {**metrics.report(lesion_labels, lesion_probabilities, names),
                             "unit": "lesion"}
     return report
+
+
+def _named(result, names):
+    """The bootstrap result with its per-class intervals keyed by class name (JSON keys)."""
+    intervals = result["intervals"]
+    if intervals is not None:
+        intervals["per_class"] = {names[c]: v for c, v in intervals["per_class"].items()}
+    return result
 
 
 def _reference_lines(config, report):
@@ -121,9 +139,13 @@ def _reference_lines(config, report):
 
 
 def _plots(run_dir, report):
-    name = run_dir.root.name
-    plots.confusion(report["confusion"], report["class_names"], run_dir.eval / "confusion.png",
+    name, names = run_dir.root.name, report["class_names"]
+    plots.confusion(report["confusion"], names, run_dir.eval / "confusion.png",
                     title=f"{name}: test accuracy {report['accuracy']:.3f}")
+    plots.roc({names.index(n): curve for n, curve in report["roc"].items()},
+              {c: report["per_class"][n]["auc"] for c, n in enumerate(names)}, names,
+              run_dir.eval / "roc.png")
+    plots.calibration(report["calibration"], run_dir.eval / "calibration.png")
     if run_dir.metrics.is_file() and run_dir.metrics.stat().st_size:
         history = run_dir.read_metrics().get("history", [])
         config = run_dir.read_config() if run_dir.config.is_file() else {}

@@ -140,8 +140,9 @@ def train(builder, datasets, run_dir, config, hooks=Hooks(), device=None):
                if config["class_weights"] == "balanced" else None)
     graph = tf.Graph()
     with graph.as_default():
+        loss = model_lib.Loss(None if weights is None else tuple(weights), config["weight_decay"])
         model = model_lib.build(builder, datasets.train.x.shape[1:], num_classes,
-                                seed=config["seed"], class_weights=weights)
+                                seed=config["seed"], loss=loss)
         with v1.Session(graph=graph, config=model_lib.session_config()) as session:
             trainer = Trainer(session, model, RunDir(run_dir), config, hooks)
             return trainer.run(datasets, device)

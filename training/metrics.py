@@ -134,6 +134,51 @@ def by_lesion(labels, probabilities, lesion_ids):
     return lesion_labels, mean, ids
 
 
+def roc_points(labels, probabilities):
+    """Each class's one-vs-rest ROC curve (scikit-learn's roc_curve, with the points that change
+    nothing dropped): class index -> {fpr, tpr} lists; a class without positives or negatives
+    has none."""
+    from sklearn.metrics import roc_curve
+
+    labels = np.asarray(labels)
+    curves = {}
+    for c in range(probabilities.shape[1]):
+        positive = labels == c
+        if positive.all() or not positive.any():
+            continue
+        fpr, tpr, _ = roc_curve(positive, probabilities[:, c])
+        curves[c] = {"fpr": np.round(fpr, 4).tolist(), "tpr": np.round(tpr, 4).tolist()}
+    return curves
+
+
+def reliability(labels, probabilities, bins=10):
+    """How far the network's confidence (its top probability) is from how often it is right:
+    the reliability diagram's bins and the expected calibration error (Guo et al., "On
+    Calibration of Modern Neural Networks", ICML 2017): the mean over bins of |accuracy -
+    confidence|, weighted by the bin's share of the patches.
+
+    Returns:
+      {"ece": float, "bins": [{"low", "high", "count", "confidence", "accuracy"}, ...]} with
+      the empty bins left out.
+    """
+    labels = np.asarray(labels)
+    confidence = probabilities.max(axis=1)
+    right = probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    # A confidence of exactly 1 belongs to the last bin; each bin is (low, high].
+    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+    out, ece = [], 0.0
+    for b in range(bins):
+        members = which == b
+        if not members.any():
+            continue
+        conf, acc = float(confidence[members].mean()), float(right[members].mean())
+        ece += members.mean() * abs(acc - conf)
+        out.append({"low": float(edges[b]), "high": float(edges[b + 1]),
+                    "count": int(members.sum()), "confidence": conf, "accuracy": acc})
+    return {"ece": float(ece), "bins": out}
+
+
 def report(labels, probabilities, class_names):
     """Every metric of a classifier's output, as a JSON-ready dict.
 

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from lidc.errors import LidcError
-from nets import layers
+from nets import folding, layers
 
 v1 = tf.compat.v1
 
@@ -72,7 +72,15 @@ class Model:
     variables: list
 
 
-def build(builder, image_shape, num_classes, seed=0, class_weights=None):
+@dataclass(frozen=True)
+class Loss:
+    """What the loss adds to the cross-entropy: each class's weight (None: all 1) and the L2
+    weight decay of the convolution and dense weights (0: none; nets.layers' weight_decay)."""
+    class_weights: tuple = None
+    weight_decay: float = 0.0
+
+
+def build(builder, image_shape, num_classes, seed=0, loss=Loss()):
     """Builds the training graph in the default graph.
 
     Args:
@@ -80,8 +88,8 @@ def build(builder, image_shape, num_classes, seed=0, class_weights=None):
       image_shape: (height, width, channels) of one input.
       num_classes: number of classes.
       seed: the graph-level seed, which fixes the initial weights and every seeded random op.
-      class_weights: optional weight of each class in the loss (an example's cross-entropy is
-        multiplied by its class's weight); None: all 1.
+      loss: the Loss: class weights (an example's cross-entropy is multiplied by its class's
+        weight) and weight decay.
     Returns:
       a Model.
     """
@@ -96,18 +104,19 @@ def build(builder, image_shape, num_classes, seed=0, class_weights=None):
     # Created before the network so that its random ops can be seeded by the step (stateless
     # dropout is then a function of (seed, step) and survives a resume unchanged).
     global_step = v1.train.get_or_create_global_step()
-    logits, end_points = builder(images, num_classes, is_training)
+    with layers.arg_scope(layers.WITH_WEIGHTS, weight_decay=loss.weight_decay):
+        logits, end_points = builder(images, num_classes, is_training)
     # The network's own variables (weights and batch-norm averages), without the optimiser's:
     # what the best checkpoint and the export need, a third of what Adam's slots add.
     variables = [v for v in v1.global_variables() if v is not global_step]
     probabilities = tf.nn.softmax(logits, name=SIGNATURE_OUTPUT)
-    losses, loss, total_loss = _losses(labels, logits, class_weights)
+    losses, mean_loss, total_loss = _losses(labels, logits, loss.class_weights)
     correct = tf.cast(tf.equal(tf.argmax(logits, 1), tf.argmax(labels, 1)), tf.float32,
                       name="correct")
     return Model(builder=builder, image_shape=tuple(image_shape), num_classes=num_classes,
                  images=images, labels=labels, is_training=is_training,
                  learning_rate=learning_rate, logits=logits, probabilities=probabilities,
-                 losses=losses, loss=loss, total_loss=total_loss, correct=correct,
+                 losses=losses, loss=mean_loss, total_loss=total_loss, correct=correct,
                  accuracy=tf.reduce_mean(correct, name="accuracy"), global_step=global_step,
                  train_op=_train_op(total_loss, learning_rate, global_step),
                  end_points=end_points, variables=variables)
@@ -313,8 +322,8 @@ def export(session, model, export_dir):
     """Writes a saved model (serving signature images -> probabilities) to `export_dir`.
 
     The model is the network's inference form, in a graph of its own: is_training is fixed to
-    False and each batch norm is folded into the convolution before it (nets.layers
-    .folded_batch_norm), which made ResNet-50 inference 8% faster at batch 256 (bench/README.md).
+    False and each batch norm is folded into the convolution before it (nets.folding), which
+    made ResNet-50 inference 8% faster at batch 256 (bench/README.md).
     It holds the folded values of the network's variables in `session` (not Adam's slots) and
     gives the training graph's probabilities up to float32 rounding. Written to a temporary
     folder beside `export_dir` and renamed into place, so `export_dir` is always either the
@@ -327,7 +336,7 @@ def export(session, model, export_dir):
         staged = tmp / "model"  # the builder wants a folder that does not exist yet
         with tf.Graph().as_default() as graph, \
                 v1.Session(graph=graph, config=session_config()) as inference:
-            images, probabilities = _inference_form(model, layers.fold_batch_norm(values),
+            images, probabilities = _inference_form(model, folding.fold_batch_norm(values),
                                                     inference)
             builder = v1.saved_model.Builder(str(staged))
             signature = v1.saved_model.predict_signature_def(
@@ -352,7 +361,7 @@ def _inference_form(model, values, session):
     # on they cannot even be made without a seed.
     v1.set_random_seed(0)
     images = v1.placeholder(tf.float32, [None, *model.image_shape], name=SIGNATURE_INPUT)
-    with layers.folded_batch_norm():
+    with layers.arg_scope(layers.WITH_BATCH_NORM, fold_batch_norm=True):
         logits, _ = model.builder(images, model.num_classes, tf.constant(False))
     probabilities = tf.nn.softmax(logits, name=SIGNATURE_OUTPUT)
     variables = v1.global_variables()

@@ -64,6 +64,8 @@ OPTIONS = (
            "(0: off)", int, compared=True, bounds=(0, None)),
     Option("augment", False, "random rotations by multiples of 90 degrees and flips", bool,
            identity=True),
+    Option("weight_decay", 0.0, "L2 weight decay of the convolution and dense weights, added to "
+           "the loss (0: none, the paper's)", float, identity=True, bounds=(0, None)),
     Option("class_weights", "none", "balanced: weigh each class's loss by N / (K n_c), so that "
            "every class counts as much (none: the paper's)", str, ("none", "balanced"),
            identity=True),
@@ -81,8 +83,9 @@ DEFAULTS = {o.name: o.default for o in OPTIONS}
 # dataset stage's files the run trains on (training.data.dataset_digest).
 IDENTITY = ("net", *(o.name for o in OPTIONS if o.identity), "seed", "dataset")
 COMPARED = IDENTITY + tuple(o.name for o in OPTIONS if o.compared)
-# How many of the latest checkpoints a run keeps.
-KEEP_CHECKPOINTS = 2
+# How many of the latest checkpoints a run keeps (besides the best one): the latest is all a
+# resume needs, and a ResNet-50 checkpoint with Adam's slots is about 280 MB.
+KEEP_CHECKPOINTS = 1
 
 
 def identity(config):

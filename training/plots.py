@@ -109,3 +109,55 @@ def comparison(rows, path, metric="balanced_accuracy", labels=None, baselines=No
     ax.set_title(f"Test {metric.replace('_', ' ')} by training-set size"
                  + (f" (mean ± sd over {seeds} seeds)" if seeds > 1 else ""))
     _save(fig, path)
+
+
+def roc(curves, aucs, class_names, path, title="ROC curves (one class against the rest)"):
+    """Each class's ROC curve with its AUC in the legend.
+
+    Args:
+      curves: training.metrics.roc_points's output (class index -> {fpr, tpr}).
+      aucs: class index -> AUC (None when undefined).
+      class_names: the names, in class order.
+      path: the PNG to write.
+    """
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    for c, curve in curves.items():
+        auc = aucs.get(c)
+        label = class_names[c] + (f" (AUC {auc:.3f})" if auc is not None else "")
+        ax.plot(curve["fpr"], curve["tpr"], label=label)
+    _unit_square(ax, "chance", ("false positive rate", "true positive rate"), "lower right")
+    ax.set_title(title)
+    _save(fig, path)
+
+
+def _unit_square(ax, diagonal, labels, legend):
+    """Axes from 0 to 1 with the dashed diagonal (named `diagonal`), labels (x, y) and the
+    legend at `legend`."""
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label=diagonal)
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.legend(fontsize="small", loc=legend)
+
+
+def calibration(reliability, path, title="Calibration"):
+    """The reliability diagram: in each confidence bin, how often the network was right
+    against how sure it was, with the expected calibration error in the title.
+
+    Args:
+      reliability: training.metrics.reliability's output.
+      path: the PNG to write.
+    """
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    bins = reliability["bins"]
+    centres = [(b["low"] + b["high"]) / 2 for b in bins]
+    width = bins[0]["high"] - bins[0]["low"] if bins else 0.1
+    ax.bar(centres, [b["accuracy"] for b in bins], width=width * 0.9, alpha=0.7,
+           label="accuracy in the bin")
+    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o",
+            color="black", linestyle="none", label="(mean confidence, accuracy)")
+    _unit_square(ax, "perfect calibration", ("confidence (top probability)", "accuracy"),
+                 "upper left")
+    ax.set_title(f"{title}: expected calibration error {reliability['ece']:.3f}")
+    _save(fig, path)

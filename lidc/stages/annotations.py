@@ -3,7 +3,8 @@
 Parses each series' XML reads with lxml (each reading session once, however many files carry it;
 TCIA's correction instead of the file it corrects), places each region on a slice (by SOP UID
 where its z agrees, else by z), groups the readers' marks into lesions, and writes
-WORK/annotations.pkl (the Mark records), WORK/annotations.csv (one row per mark per slice) and
+WORK/annotations.pkl (the Mark records), WORK/annotations.csv (one row per mark per slice),
+WORK/lesions.csv (one row per lesion and class, in world mm: lidc.luna16) and
 WORK/skipped/annotations.csv. Without images (the standalone XML archive, `xml_dir`), the marks
 are read and grouped but not placed: slice indices stay empty.
 
@@ -13,7 +14,7 @@ are read and grouped but not placed: slice indices stay empty.
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from lidc import manifest
+from lidc import luna16, manifest
 from lidc.errors import LidcError
 from lidc.io import read_csv, save_pickle, write_csv
 from lidc.lesions import TYPICAL_SPACING_MM, TYPICAL_THICKNESS_MM, cluster, match_slices
@@ -245,6 +246,14 @@ def per_reader(marks, limit=12):
                             else [])
 
 
+def lesion_table(work, marks, placed):
+    """lesions.csv's rows (lidc.luna16.lesion_rows): one per lesion and class, in world mm when
+    the marks were `placed` on the indexed images of WORK; without images (the XML-only
+    archive) the coordinates, diameters and slice indices are left empty and the z extent is
+    the XML's."""
+    return luna16.lesion_rows(marks, luna16.read_geometry(work) if placed else None)
+
+
 def run(work, workers=1, force=False, xml_dir=None):
     """Reads the marks of every indexed series (or of the XML archive `xml_dir`) into WORK;
     returns the StageResult.
@@ -265,13 +274,16 @@ def run(work, workers=1, force=False, xml_dir=None):
     failed_keys = {key for key, _ in failed}
     skipped = skipped + failed + [s for s in unit_skipped
                                   if not (s[1] == MISSING and s[0] in failed_keys)]
+    lesions = lesion_table(work, marks, placed=not xml_dir)
     with manifest.file_set(work, MANIFEST, "annotations", inputs) as files:
         save_pickle(work / "annotations.pkl",
                     {"source": str(xml_dir) if xml_dir else "index", "marks": marks})
         write_csv(work / "annotations.csv", csv_rows(marks), CSV_COLUMNS)
-        files.extend(["annotations.pkl", "annotations.csv"])
+        write_csv(work / "lesions.csv", lesions, luna16.LESION_COLUMNS)
+        files.extend(["annotations.pkl", "annotations.csv", "lesions.csv"])
     counts = {"series read": done, "series reused from an earlier run": reused,
               **mark_counts(marks, tally, placed=not xml_dir)}
-    return StageResult(f"annotations: {work / 'annotations.pkl'}, {work / 'annotations.csv'}",
+    return StageResult(f"annotations: {work / 'annotations.pkl'}, {work / 'annotations.csv'}, "
+                       f"{work / 'lesions.csv'}",
                        counts, skipped, write_skipped(work, "annotations", skipped),
                        notes=["marks per reader:", *per_reader(marks)])

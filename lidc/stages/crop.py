@@ -3,7 +3,7 @@
 Reads each series once (only the slices that carry marks), cuts each region's patch centred on
 its centroid (32 pixels each side, air beyond the image edge), and writes WORK/patches/
 patches.npy (N x S x S int16 HU, memory-mappable), WORK/patches/patches.csv (one row per patch,
-in the order of patches.npy) and WORK/skipped/crop.csv. Holes (inclusion FALSE) give no patch.
+in the order of patches.npy, with its centre in world mm) and WORK/skipped/crop.csv. Holes (inclusion FALSE) give no patch.
 
     result = run(Path("data/work"), size=64, workers=2)
 """
@@ -16,6 +16,7 @@ import numpy as np
 from lidc import manifest
 from lidc.errors import LidcError
 from lidc.io import atomic_folder, atomic_path, load_pickle, read_csv, write_csv, write_png
+from lidc.luna16 import read_geometry
 from lidc.patches import crop
 from lidc.records import CLASS_NAMES, PatchOrigin
 from lidc.resume import Parts, file_stat, fingerprint
@@ -26,8 +27,10 @@ from lidc.workers import Unit, progress, run_units, stored_results
 
 # patches.npy and patches.csv (its rows, in order) are committed as one set (lidc.manifest).
 MANIFEST = "manifest.json"
+# world_x, world_y, world_z: the patch centre in mm, in the DICOM patient frame (LUNA16's world
+# coordinates), from the slice's ImagePositionPatient and the series' orientation and spacing.
 PATCH_COLUMNS = ["patch_index", "mark_id", "patient_id", "series_uid", "slice_index", "row",
-                 "col", "label", "lesion_id", "reader"]
+                 "col", "label", "lesion_id", "reader", "world_x", "world_y", "world_z"]
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ def check_inputs(work):
     for path, stage in ((work / "slices.csv", "index"), (work / "annotations.pkl", "annotations")):
         if not path.exists():
             raise LidcError(path, f"missing: run the {stage} stage first")
-    index_set = manifest.check(work, index.MANIFEST, ["slices.csv"], "index")
+    index_set = manifest.check(work, index.MANIFEST, ["index.csv", "slices.csv"], "index")
     annotations_set = manifest.check(work, annotations.MANIFEST, ["annotations.pkl"],
                                      "annotations")
     if annotations_set["inputs"].get("index") is None:
@@ -92,9 +95,10 @@ def series_units(work, size):
     if data.get("source") != "index":
         raise LidcError(pkl, "these annotations come from the XML-only archive: there are no "
                              "images to crop (run annotations without --xml)")
-    paths = defaultdict(dict)
-    for r in read_csv(slices_csv):
+    paths, slice_rows = defaultdict(dict), read_csv(slices_csv)
+    for r in slice_rows:
         paths[r["series_uid"]][int(r["slice_index"])] = r["path"]
+    geometry = read_geometry(work, slice_rows)
     origins, skipped = defaultdict(list), []
     for m in data["marks"]:
         for roi in m.included:
@@ -102,11 +106,7 @@ def series_units(work, size):
                 skipped.append((m.xml_file, f"mark {m.mark_id} ({m.reader}, {m.nodule_id}) at "
                                             f"z={roi.z:g}: {roi.status}"))
                 continue
-            row, col = roi.centroid
-            origins[m.series_uid].append(PatchOrigin(
-                mark_id=m.mark_id, patient_id=m.patient_id, series_uid=m.series_uid,
-                slice_index=roi.slice_index, row=round(row, 2), col=round(col, 2),
-                label=m.label, lesion_id=m.lesion_id, reader=m.reader))
+            origins[m.series_uid].append(patch_origin(m, roi, geometry[m.series_uid]))
     units = []
     for uid, series_origins in origins.items():
         needed = {o.slice_index: paths[uid][o.slice_index] for o in series_origins}
@@ -114,6 +114,17 @@ def series_units(work, size):
         job = CropJob(tuple(series_origins), needed, size)
         units.append(Unit(uid, fingerprint(series_origins, stats, size), job))
     return units, skipped
+
+
+def patch_origin(mark, roi, series):
+    """The PatchOrigin of one placed region: centred on its centroid (to 0.01 pixel), with that
+    centre's world coordinates (to 0.1 micrometre) from its series' SeriesGeometry."""
+    row, col = (round(v, 2) for v in roi.centroid)
+    x, y, z = (round(v, 4) for v in series.world(roi.slice_index, row, col))
+    return PatchOrigin(mark_id=mark.mark_id, patient_id=mark.patient_id,
+                       series_uid=mark.series_uid, slice_index=roi.slice_index, row=row,
+                       col=col, label=mark.label, lesion_id=mark.lesion_id, reader=mark.reader,
+                       world_x=x, world_y=y, world_z=z)
 
 
 def assemble(parts, units, out, size):

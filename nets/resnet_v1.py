@@ -23,12 +23,12 @@ Usage:
   with tf.Graph().as_default():
     images = tf.compat.v1.placeholder(tf.float32, [None, 64, 64, 1])
     is_training = tf.compat.v1.placeholder_with_default(False, [])
-    logits, end_points = resnet50.resnet50(images, 3, is_training)
+    logits, end_points = resnet_v1.resnet50(images, 3, is_training)
     features = end_points['block4']  # [batch, 2, 2, 2048]
 """
 import tensorflow as tf
 
-from nets import layers
+from nets import fast_ops, layers
 
 # (depth, units, stride) of each stage, from Table 1 of the paper.
 RESNET50 = [(256, 3, 1), (512, 4, 2), (1024, 6, 2), (2048, 3, 2)]
@@ -56,39 +56,41 @@ def bottleneck(inputs, depth, stride, is_training, projection, scope="bottleneck
     """
     with tf.compat.v1.variable_scope(scope):
         # Both branches start with a 1x1 convolution of this stride, i.e. a subsampling: done once.
-        subsampled = layers.subsample(inputs, stride)
+        subsampled = fast_ops.subsample(inputs, stride)
         if projection:
-            shortcut = layers.conv_bn_relu(subsampled, depth, 1, is_training, use_relu=False,
-                                           scope="shortcut")
+            shortcut = layers.conv_bn(subsampled, depth, 1, is_training, scope="shortcut")
         else:
             shortcut = inputs
         residual = layers.conv_bn_relu(subsampled, depth // EXPANSION, 1, is_training,
                                        scope="conv1")
         residual = layers.conv_bn_relu(residual, depth // EXPANSION, 3, is_training,
                                        scope="conv2")
-        residual = layers.conv_bn_relu(residual, depth, 1, is_training, use_relu=False,
-                                       scope="conv3")
+        residual = layers.conv_bn(residual, depth, 1, is_training, scope="conv3")
         return tf.nn.relu(shortcut + residual)
 
 
-def stage(inputs, depth, units, stride, is_training, end_points, scope):
+def stage(inputs, depth, units, stride, is_training, scope):
     """A stage of `units` bottleneck units, the first with a projection shortcut and `stride`.
 
-    Adds each unit's output to `end_points` as 'SCOPE/unit_N' and returns the last one.
+    Args:
+      inputs: float32 tensor [batch, height, width, channels].
+      depth, units, stride: the stage, as in the stage lists (RESNET50, ...).
+      is_training: boolean scalar tensor, for batch norm.
+      scope: variable scope; the units are under SCOPE/unit_1, ...
+
+    Returns:
+      The list of the units' outputs, the stage's output last.
     """
-    net = inputs
+    outputs = [inputs]
     with tf.compat.v1.variable_scope(scope):
         for index in range(units):
-            name = "unit_%d" % (index + 1)
-            with tf.compat.v1.variable_scope(name):
-                net = bottleneck(net, depth, stride if index == 0 else 1, is_training,
-                                 projection=index == 0)
-            end_points["%s/%s" % (scope, name)] = net
-    return net
+            with tf.compat.v1.variable_scope("unit_%d" % (index + 1)):
+                outputs.append(bottleneck(outputs[-1], depth, stride if index == 0 else 1,
+                                          is_training, projection=index == 0))
+    return outputs[1:]
 
 
-def resnet_v1(images, num_classes, is_training, stages, scope="resnet_v1", stem_depth=64,
-              reuse=None):
+def resnet_v1(images, num_classes, is_training, stages, scope="resnet_v1", stem_depth=64):
     """ResNet v1 with bottleneck units, of any depth.
 
     Args:
@@ -98,7 +100,6 @@ def resnet_v1(images, num_classes, is_training, stages, scope="resnet_v1", stem_
       stages: list of (depth, units, stride), one per stage; the stages are named block1, ...
       scope: variable scope of the whole network.
       stem_depth: output channels of the 7x7 stem convolution (64 in the paper; smaller for tests).
-      reuse: passed to the variable scope, to share the variables with an earlier build.
 
     Returns:
       logits: [batch, num_classes], before softmax.
@@ -107,15 +108,17 @@ def resnet_v1(images, num_classes, is_training, stages, scope="resnet_v1", stem_
         'logits'.
     """
     end_points = {}
-    with tf.compat.v1.variable_scope(scope, reuse=reuse):
+    with tf.compat.v1.variable_scope(scope):
         net = layers.conv_bn_relu(images, stem_depth, 7, is_training, stride=2, scope="conv1")
         end_points["conv1"] = net
         net = layers.max_pool(net, 3, 2, scope="pool1")
         end_points["pool1"] = net
         for index, (depth, units, stride) in enumerate(stages):
             name = "block%d" % (index + 1)
-            net = stage(net, depth, units, stride, is_training, end_points, scope=name)
-            end_points[name] = net
+            outputs = stage(net, depth, units, stride, is_training, scope=name)
+            for unit, output in enumerate(outputs):
+                end_points["%s/unit_%d" % (name, unit + 1)] = output
+            net = end_points[name] = outputs[-1]
         net = layers.global_avg_pool(net, scope="pool")
         end_points["pool"] = end_points["features"] = net
         logits = layers.dense(net, num_classes, scope="logits")
@@ -123,16 +126,23 @@ def resnet_v1(images, num_classes, is_training, stages, scope="resnet_v1", stem_
     return logits, end_points
 
 
-def resnet50(images, num_classes, is_training, scope="resnet50", **options):
+def resnet50(images, num_classes, is_training, scope="resnet50"):
     """ResNet-50: stages of 3, 4, 6, 3 units. Arguments and returns as for `resnet_v1`."""
-    return resnet_v1(images, num_classes, is_training, RESNET50, scope=scope, **options)
+    return resnet_v1(images, num_classes, is_training, RESNET50, scope=scope)
 
 
-def resnet101(images, num_classes, is_training, scope="resnet101", **options):
+def resnet101(images, num_classes, is_training, scope="resnet101"):
     """ResNet-101: stages of 3, 4, 23, 3 units. Arguments and returns as for `resnet_v1`."""
-    return resnet_v1(images, num_classes, is_training, RESNET101, scope=scope, **options)
+    return resnet_v1(images, num_classes, is_training, RESNET101, scope=scope)
 
 
-def resnet152(images, num_classes, is_training, scope="resnet152", **options):
+def resnet152(images, num_classes, is_training, scope="resnet152"):
     """ResNet-152: stages of 3, 8, 36, 3 units. Arguments and returns as for `resnet_v1`."""
-    return resnet_v1(images, num_classes, is_training, RESNET152, scope=scope, **options)
+    return resnet_v1(images, num_classes, is_training, RESNET152, scope=scope)
+
+
+# The input side the networks are written for (slim's convention), which the shapes above assume.
+resnet_v1.default_image_size = 64
+resnet50.default_image_size = 64
+resnet101.default_image_size = 64
+resnet152.default_image_size = 64
