@@ -272,10 +272,15 @@ def test_gallery_files_list_the_rows_shown(tmp_path):
     wrong = galleries[0, "confident_wrong"]
     assert wrong["image"] == "gallery/class0_confident_wrong.png"
     assert (tmp_path / wrong["image"]).read_bytes()[:4] == b"\x89PNG"
-    assert wrong["rows"][0] == {"row": 3, "patient_id": "LIDC-IDRI-0003", "slice_index": 30,
-                                "readers": 1, "class": 0, "label": "a", "predicted": 2,
-                                "predicted_label": "c", "probabilities": [0.1, 0.1, 0.8]}
+    assert wrong["patches"][0] == {"row": 3, "patient_id": "LIDC-IDRI-0003", "slice_index": 30,
+                                   "readers": 1, "class": 0, "label": "a", "predicted": 2,
+                                   "predicted_label": "c", "probabilities": [0.1, 0.1, 0.8]}
     assert galleries[1, "confident_wrong"]["image"] is None
+    # The flat table a report lists: every patch shown, with its image.
+    assert len(content["rows"]) == sum(len(g["patches"]) for g in content["galleries"])
+    assert {"image": "gallery/class0_confident_wrong.png", "gallery": wrong["title"], "row": 3,
+            "patient_id": "LIDC-IDRI-0003", "slice_index": 30, "readers": 1, "label": "a",
+            "predicted_label": "c", "probabilities": "0.100 0.100 0.800"} in content["rows"]
     assert sorted(p.name for p in (tmp_path / "gallery").iterdir()) == sorted(
         g["image"].split("/")[1] for g in content["galleries"] if g["image"])
 

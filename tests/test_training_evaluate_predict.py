@@ -75,10 +75,10 @@ def test_evaluate_writes_galleries_and_grad_cam(trained):
     galleries = json.loads((eval_dir / "galleries.json").read_text())
     assert len(galleries["galleries"]) == 9  # 3 classes x (right, wrong, uncertain)
     for gallery in galleries["galleries"]:
-        assert (gallery["image"] is None) == (not gallery["rows"])
+        assert (gallery["image"] is None) == (not gallery["patches"])
         if gallery["image"]:
             assert (eval_dir / gallery["image"]).read_bytes()[:4] == b"\x89PNG"
-        for row in gallery["rows"]:
+        for row in gallery["patches"]:
             assert row["class"] == gallery["class"] and row["patient_id"].startswith("P")
     cam = json.loads((eval_dir / "cam.json").read_text())
     assert cam["end_point"] == "conv1" and cam["per_class"] == 2

@@ -328,7 +328,9 @@ def _shown(image, heat):
     grey = np.repeat(lung_grey(image)[..., None], 3, axis=2)
     if heat is None:
         return grey
-    return 0.55 * grey + 0.45 * matplotlib.colormaps["jet"](np.asarray(heat))[..., :3]
+    # Clipped: float32 rounding takes a blend of 1s a hair past 1, which imshow warns about.
+    return np.clip(0.55 * grey + 0.45 * matplotlib.colormaps["jet"](np.asarray(heat))[..., :3],
+                   0, 1)
 
 
 def cam_panels(images, heat, captions, per_row=4):
@@ -360,30 +362,44 @@ def draw_cams(cam, images, classes, figures, batch_size=64):
 
 def write_galleries(test, probabilities, eval_dir, names, k=GALLERY_SIZE):
     """Writes eval_dir/gallery/class{C}_{kind}.png (no file for an empty gallery) and
-    eval_dir/galleries.json, which lists every gallery (class, label, kind, title, image path
-    relative to eval_dir or None, and its rows as patch_record gives them).
+    eval_dir/galleries.json: `galleries`, one per class and kind (class, label, kind, title,
+    image path relative to eval_dir or None, and its patches as patch_record gives them), and
+    `rows`, the same patches as one flat table (table_row).
 
     Returns:
       the path of galleries.json.
     """
-    galleries = select_galleries(test.label, probabilities, k)
+    galleries = []
     with atomic_folder(eval_dir / "gallery") as folder:
-        for gallery in galleries:
-            c, kind = gallery["class"], gallery["kind"]
-            records = [patch_record(test, r, probabilities, names) for r in gallery["rows"]]
+        for chosen in select_galleries(test.label, probabilities, k):
+            c, kind = chosen["class"], chosen["kind"]
+            records = [patch_record(test, r, probabilities, names) for r in chosen["rows"]]
             title = f"true {names[c]}: {KINDS[kind]}"
             image = f"gallery/class{c}_{kind}.png" if records else None
             if records:
                 panels = [(test.x[r["row"]], None, caption(r)) for r in records]
                 patch_grid([panels[i:i + 4] for i in range(0, len(panels), 4)],
                            f"{title}\n{legend(names)}", folder / f"class{c}_{kind}.png")
-            gallery.update(label=names[c], title=title, image=image, rows=records)
+            galleries.append({"class": c, "label": names[c], "kind": kind, "title": title,
+                              "image": image, "patches": records})
     path = eval_dir / "galleries.json"
-    write_json(path, {"class_names": list(names), "per_gallery": k, "galleries": galleries,
-                      "selection": "per true class: highest probability of the class among "
-                                   "those right; highest probability of the predicted class "
-                                   "among those wrong; smallest margin between the top two"})
+    write_json(path, {
+        "class_names": list(names), "per_gallery": k, "galleries": galleries,
+        "rows": [table_row(r, g["image"], gallery=g["title"]) for g in galleries
+                 for r in g["patches"]],
+        "selection": "per true class: highest probability of the class among those right; "
+                     "highest probability of the predicted class among those wrong; smallest "
+                     "margin between the top two"})
     return path
+
+
+def table_row(record, image, **extra):
+    """A patch_record as a row of a flat table for people (a report lists them): the image it
+    is shown in, `extra`, where it comes from, its true and predicted labels, and its
+    probabilities as one string ('0.910 0.050 0.040')."""
+    hidden = ("class", "predicted", "explained", "probabilities")
+    return {"image": image, **extra, **{k: v for k, v in record.items() if k not in hidden},
+            "probabilities": " ".join(f"{p:.3f}" for p in record["probabilities"])}
 
 
 def write_cams(predictor, test, probabilities, eval_dir, options, names):
@@ -426,6 +442,7 @@ def write_cams(predictor, test, probabilities, eval_dir, options, names):
     path = eval_dir / "cam.json"
     write_json(path, {"end_point": cam.end_point, "per_class": options.cam_per_class,
                       "class_names": list(names), "classes": classes,
+                      "rows": [table_row(r, e["image"]) for e in classes for r in e["patches"]],
                       "selection": "per true class, rows evenly spaced through the class's "
                                    "rows of the test set; the map explains the predicted class"})
     return path
