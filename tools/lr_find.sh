@@ -1,5 +1,4 @@
 #!/usr/bin/env bash
-# Runs `python -m tools.lr_find` from the repository root; every option is passed through (--help lists them).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-exec "${PYTHON:-python}" -m tools.lr_find "$@"
+# Runs `python -m tools.lr_find` from the repository root with the project's Python (tools/python.sh);
+# every option is passed through (--help lists them).
+exec "$(dirname "$0")/python.sh" tools.lr_find "$@"

@@ -224,7 +224,7 @@ def _passing_custom_gradients(graph):
     """A context in which the ops loaded into `graph` pass gradients through tf.custom_gradient's
     IdentityN to the ops it wraps (for Grad-CAM).
 
-    A custom gradient (nets.layers.matmul) is a Python function that a saved graph does not keep:
+    A custom gradient (nets.fast_ops.matmul) is a Python function that a saved graph does not keep:
     loaded, its IdentityN names a gradient nobody registered. Ours compute the ops' own gradients
     with faster kernels, so TensorFlow's gradients of the wrapped ops give the same values.
     """
