@@ -51,7 +51,7 @@ def add_explain_options(p):
     """--tta and --cam-end-point, shared with tools.evaluate."""
     from training import tta
 
-    p.add_argument("--tta", nargs="?", const=tta.GROUPS["all"], type=tta_option,
+    p.add_argument("--tta", nargs="?", const=tta.GROUPS["all"], type=tta_option, metavar="SET",
                    help=tta.HELP)
     p.add_argument("--cam-end-point", metavar="NAME",
                    help="the end point Grad-CAM reads (e.g. block2, conv4); default: the last "
