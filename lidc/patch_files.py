@@ -14,11 +14,12 @@ from lidc.errors import LidcError
 from lidc.windows import LUNG, TRAINING
 
 
-def read_npy(path):
+def read_npy(path, rows=None):
     """[N, H, W, 1] float32 in [0, 1] from an .npy of HU patches ([N, H, W] or [H, W]).
 
     Integer arrays are HU and are windowed; float arrays already in [0, 1] are taken as windowed
-    (the dataset stage's `x`), other float arrays as HU.
+    (the dataset stage's `x`), other float arrays as HU. `rows` (a slice or index array) picks
+    patches first, so that a few of a large patches.npy are read and windowed alone.
     """
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -30,6 +31,8 @@ def read_npy(path):
         array = array[None]
     if array.ndim != 3:
         raise LidcError(path, f"shape {array.shape} is not N x H x W patches")
+    if rows is not None:
+        array = array[rows]
     if array.dtype.kind not in "iuf":
         raise LidcError(path, f"holds {array.dtype} values, not HU numbers")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
@@ -51,8 +54,9 @@ def read_png(path):
     return TRAINING.to_unit(LUNG.from_u8(image))[None, ..., None]
 
 
-def read_patch_files(paths):
-    """Yields (label, images) per input file: label names the patches in a printout.
+def read_patch_files(paths, rows=None):
+    """Yields (label, images) per input file: label names the patches in a printout; `rows`
+    picks patches of each .npy (read_npy).
 
     Raises:
       LidcError: a file that is missing or neither an .npy nor a PNG.
@@ -62,7 +66,7 @@ def read_patch_files(paths):
             raise LidcError(path, "no such file")
         suffix = path.suffix.lower()
         if suffix == ".npy":
-            yield (f"{path.name} patch" if len(paths) > 1 else "patch"), read_npy(path)
+            yield (f"{path.name} patch" if len(paths) > 1 else "patch"), read_npy(path, rows)
         elif suffix == ".png":
             yield path.name, read_png(path)
         else:

@@ -106,7 +106,11 @@ def images(page):
 def test_the_run_report_embeds_every_figure_and_shows_the_numbers(evaluated):
     root, report = evaluated
     page = (root / "runs" / "tiny" / "report.html").read_text()
-    assert images(page) == ["learning_curves", "confusion", "roc", "calibration"]
+    shown = images(page)
+    assert shown[:4] == ["learning_curves", "confusion", "roc", "calibration"]
+    eval_dir = root / "runs" / "tiny" / "eval"  # then the galleries and Grad-CAM figures
+    assert sorted(shown[4:]) == sorted(p.stem for folder in ("gallery", "cam")
+                                       for p in (eval_dir / folder).glob("*.png"))
     assert "<script" not in page and not re.search(r'(src|href)="(https?:)?//', page)
     stored = json.loads((root / "runs" / "tiny" / "eval" / "metrics.json").read_text())
     low, high = stored["uncertainty"]["intervals"]["accuracy"]

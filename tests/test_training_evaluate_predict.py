@@ -11,7 +11,8 @@ from lidc.errors import LidcError
 from tests.test_training_helpers import tiny_net, train_config, write_dataset
 from lidc.patch_files import read_npy
 from tools import evaluate, predict
-from training.evaluation import evaluate_run
+from training.evaluation import EvalOptions, evaluate_run
+from training.model import Predictor
 from training.loop import Hooks
 from training.prediction import predict_files
 from training.runner import run_training
@@ -47,6 +48,60 @@ def test_evaluate_writes_metrics_and_figures(trained, graph_mode_is_not_global, 
         assert (eval_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = capsys.readouterr().out
     assert "macro average" in out and "test accuracy" in out
+
+
+def test_evaluate_with_tta_adds_a_block_and_keeps_the_plain_keys(trained,
+                                                                   graph_mode_is_not_global,
+                                                                   capsys):
+    common = ["--name", "tiny", "--work", str(trained / "work"), "--runs", str(trained / "runs")]
+    assert evaluate.main(common) == 0
+    plain = json.loads((trained / "runs" / "tiny" / "eval" / "metrics.json").read_text())
+    assert evaluate.main([*common, "--tta", "rot"]) == 0
+    report = json.loads((trained / "runs" / "tiny" / "eval" / "metrics.json").read_text())
+    assert {k: v for k, v in report.items() if k != "tta"} == plain
+    block = report["tta"]
+    assert block["symmetries"] == ["identity", "rot90", "rot180", "rot270"]
+    assert block["n"] == 30 and 0 <= block["accuracy"] <= 1
+    assert set(block) >= {"accuracy", "balanced_accuracy", "macro", "per_class", "confusion"}
+    out = capsys.readouterr().out
+    assert "with test-time augmentation (identity, rot90, rot180, rot270)" in out
+    assert "with test-time augmentation: accuracy" in out
+
+
+def test_evaluate_writes_galleries_and_grad_cam(trained):
+    evaluate_run(trained / "runs", "tiny", trained / "work",
+                 EvalOptions(cam_per_class=2), log=lambda *a: None)
+    eval_dir = trained / "runs" / "tiny" / "eval"
+    galleries = json.loads((eval_dir / "galleries.json").read_text())
+    assert len(galleries["galleries"]) == 9  # 3 classes x (right, wrong, uncertain)
+    for gallery in galleries["galleries"]:
+        assert (gallery["image"] is None) == (not gallery["patches"])
+        if gallery["image"]:
+            assert (eval_dir / gallery["image"]).read_bytes()[:4] == b"\x89PNG"
+        for row in gallery["patches"]:
+            assert row["class"] == gallery["class"] and row["patient_id"].startswith("P")
+    cam = json.loads((eval_dir / "cam.json").read_text())
+    assert cam["end_point"] == "conv1" and cam["per_class"] == 2
+    # The blobs' test classes take turns: rows 0, 3, ... 27 are class 0; two evenly spaced.
+    assert [[p["row"] for p in c["patches"]] for c in cam["classes"]] == [[0, 27], [1, 28],
+                                                                          [2, 29]]
+    assert [c["image"] for c in cam["classes"]] == [f"cam/class{c}.png" for c in range(3)]
+    assert sorted(p.name for p in (eval_dir / "cam").iterdir()) == [
+        "class0.png", "class1.png", "class2.png"]
+    for c in cam["classes"]:
+        assert all(p["explained"] == p["predicted"] for p in c["patches"])
+
+
+def test_evaluate_without_end_points_leaves_grad_cam_out(trained, monkeypatch):
+    monkeypatch.setattr(Predictor, "end_points", lambda self: {})
+    logged = []
+    report = evaluate_run(trained / "runs", "tiny", trained / "work", log=logged.append)
+    assert report["n"] == 30
+    assert any("no Grad-CAM figures" in line and "records no end points" in line
+               for line in logged)
+    with pytest.raises(LidcError, match="records no end points"):
+        evaluate_run(trained / "runs", "tiny", trained / "work",
+                     EvalOptions(cam_end_point="conv1"), log=lambda *a: None)
 
 
 def test_evaluate_refuses_a_run_that_does_not_exist(trained):

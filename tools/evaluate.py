@@ -1,12 +1,18 @@
-"""Evaluates a trained run on the test set: accuracy, per-class precision/recall/F1, ROC AUC.
+"""Evaluates a trained run on the test set: accuracy, per-class precision/recall/F1, ROC AUC,
+with and without test-time augmentation, and what explains its answers.
 
   python -m tools.evaluate --name demo
+  python -m tools.evaluate --name demo --tta --cam-end-point block3
 
 Restores the run's best checkpoint (the latest when there is no best), classifies
-WORK/dataset/test.npz and writes runs/NAME/eval/metrics.json, confusion.png and
-learning_curves.png.
+WORK/dataset/test.npz and writes into runs/NAME/eval/: metrics.json (with a "tta" block under
+--tta), confusion.png, learning_curves.png, roc.png, calibration.png, galleries.json and
+gallery/*.png (per true class the most confident right, most confident wrong and most uncertain
+patches), cam.json and cam/*.png (Grad-CAM of the predicted class on --cam-per-class patches of
+each class); then runs/NAME/report.html.
 """
 from tools import cli
+from tools.predict import add_explain_options
 
 
 def build_parser():
@@ -19,6 +25,10 @@ def build_parser():
                         "(0: none)")
     p.add_argument("--seed", type=cli.number(int, 0), default=0,
                    help="fixes the bootstrap's resamples")
+    add_explain_options(p)
+    p.add_argument("--cam-per-class", type=cli.number(int, 0), default=4, metavar="N",
+                   help="Grad-CAM figures of N test patches of each class, evenly spaced "
+                        "through the class (0: none)")
     return p
 
 
@@ -29,15 +39,25 @@ def main(argv=None):
     environment.configure()
     from training.evaluation import EvalOptions, evaluate_run
 
-    report = evaluate_run(args.runs, args.name, args.work,
-                          EvalOptions(args.batch_size, args.bootstrap, args.seed))
+    options = EvalOptions(batch_size=args.batch_size, bootstrap=args.bootstrap, seed=args.seed,
+                          tta=args.tta, cam_end_point=args.cam_end_point,
+                          cam_per_class=args.cam_per_class)
+    report = evaluate_run(args.runs, args.name, args.work, options)
     eval_dir = args.runs / args.name / "eval"
-    cli.summary(f"evaluate: {args.name}", {
+    lines = {
         "test accuracy": f"{report['accuracy']:.3f}",
         "macro F1": f"{report['macro']['f1']:.3f}",
         "balanced accuracy": f"{report['balanced_accuracy']:.3f}",
+    }
+    if "tta" in report:
+        lines["with test-time augmentation"] = f"accuracy {report['tta']['accuracy']:.3f}, " \
+                                               f"macro F1 {report['tta']['macro']['f1']:.3f}"
+    cli.summary(f"evaluate: {args.name}", {
+        **lines,
         "metrics": eval_dir / "metrics.json",
         "figures": f"{eval_dir}/{{learning_curves,confusion,roc,calibration}}.png",
+        "galleries": eval_dir / "galleries.json",
+        "Grad-CAM": eval_dir / "cam.json" if (eval_dir / "cam.json").is_file() else "none",
         "report": args.runs / args.name / "report.html",
     })
     return 0

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from lidc.errors import LidcError
 from lidc.io import write_json
 from lidc.records import CLASS_NAMES
-from training import data, metrics, plots, report as html, uncertainty
+from training import data, explain, metrics, plots, report as html, tta, uncertainty
 from training.model import Predictor
 from training.rundir import locked, run_folder
 
@@ -56,17 +56,46 @@ def evaluate_run(runs, name, work, options=EvalOptions(), log=print):
         prefix = run_dir.checkpoint()
         with Predictor.from_checkpoint(prefix) as predictor:
             probabilities = predictor.predict(test.x, options.batch_size)
+            augmented = _tta(predictor, test.x, options)
+            _cams(predictor, test, probabilities, run_dir.eval, options, log)
         report = measure(test, probabilities, options)
+        if augmented is not None:
+            report["tta"] = {**metrics.report(test.label, augmented, report["class_names"]),
+                             "symmetries": list(options.tta)}
         step = re.search(r"-(\d+)$", prefix)
         report.update(run=name, checkpoint=prefix, step=int(step.group(1)) if step else None,
                       test_set=test.path)
         write_json(run_dir.eval / "metrics.json", report)
         _plots(run_dir, report)
+        explain.write_galleries(test, probabilities, run_dir.eval, report["class_names"])
         html.write_run_report(run_dir)
     lesion = f"\nper lesion (mean of its patches):\n{metrics.table(report['lesion'])}" \
         if "lesion" in report else ""
-    log(f"{name}: {len(test)} test patches, checkpoint {prefix}\n{metrics.table(report)}{lesion}")
+    with_tta = f"\nwith test-time augmentation ({', '.join(options.tta)}):\n" \
+        f"{metrics.table(report['tta'])}" if "tta" in report else ""
+    log(f"{name}: {len(test)} test patches, checkpoint {prefix}\n{metrics.table(report)}{lesion}"
+        f"{with_tta}")
     return report
+
+
+def _tta(predictor, images, options):
+    """The probabilities of `images` averaged over the symmetries options.tta (training.tta);
+    None without test-time augmentation."""
+    if not options.tta:
+        return None
+    return tta.predict(lambda x: predictor.predict(x, options.batch_size), images, options.tta)
+
+
+def _cams(predictor, test, probabilities, eval_dir, options, log):
+    """Grad-CAM figures (training.explain.write_cams); a run that records no end points is
+    evaluated without them unless an end point was asked for."""
+    try:
+        explain.write_cams(predictor, test, probabilities, eval_dir, options,
+                           class_names(probabilities.shape[1]))
+    except LidcError as e:
+        if options.cam_end_point is not None:
+            raise
+        log(f"no Grad-CAM figures: {e}")
 
 
 def measure(test, probabilities, options):

@@ -5,13 +5,16 @@ The graph (Krizhevsky-style supervised training, as the paper): float32 NHWC `im
 with a fed learning rate, and the train op tied to the batch-norm updates in UPDATE_OPS. The
 tensors that inference needs get fixed names at the root of the graph ("images:0",
 "probabilities:0"), so a checkpoint's meta graph or the saved model can be used without the
-builder's code.
+builder's code. The builder's end points and its logits are recorded in graph collections
+("end_points/NAME", "logits"), which both keep, so that Grad-CAM (training.explain) can reach
+any stage of a loaded model by its name.
 
 Usage:
   graph = tf.Graph()
   with graph.as_default():
     model = build(nets.get("resnet50"), image_shape=(64, 64, 1), num_classes=3, seed=0)
 """
+import functools
 import os
 import shutil
 import tempfile
@@ -29,6 +32,10 @@ v1 = tf.compat.v1
 
 SIGNATURE_INPUT = "images"
 SIGNATURE_OUTPUT = "probabilities"
+# Graph collections naming what a builder returned: "end_points/NAME" holds the end point NAME,
+# "logits" the softmax's input. Saver meta graphs and saved models keep collections.
+END_POINTS_COLLECTION = "end_points/"
+LOGITS_COLLECTION = "logits"
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,8 @@ def build(builder, image_shape, num_classes, seed=0, loss=Loss()):
       a Model.
     """
     v1.set_random_seed(seed)
+    # Model.builder is then the recording one too: the export's inference form records its own.
+    builder = recording_end_points(builder)
     images = v1.placeholder(tf.float32, [None, *image_shape], name=SIGNATURE_INPUT)
     labels = v1.placeholder(tf.float32, [None, num_classes], name="labels")
     is_training = v1.placeholder_with_default(False, [], name="is_training")
@@ -111,6 +120,31 @@ def build(builder, image_shape, num_classes, seed=0, loss=Loss()):
                  accuracy=tf.reduce_mean(correct, name="accuracy"), global_step=global_step,
                  train_op=_train_op(total_loss, learning_rate, global_step),
                  end_points=end_points, variables=variables)
+
+
+def recording_end_points(builder):
+    """The builder that also records its end points and logits in the default graph's
+    collections (END_POINTS_COLLECTION + name, LOGITS_COLLECTION), where a loaded model finds
+    them (Predictor.end_points, Predictor.logits).
+
+    Args:
+      builder: a network function `(images, num_classes, is_training) -> (logits, end_points)`.
+    Returns:
+      a network function of the same signature and results.
+    """
+    if getattr(builder, "records_end_points", False):
+        return builder
+
+    @functools.wraps(builder)
+    def build_and_record(images, num_classes, is_training):
+        logits, end_points = builder(images, num_classes, is_training)
+        for name, tensor in end_points.items():
+            v1.add_to_collection(END_POINTS_COLLECTION + name, tensor)
+        v1.add_to_collection(LOGITS_COLLECTION, logits)
+        return logits, end_points
+
+    build_and_record.records_end_points = True
+    return build_and_record
 
 
 def _losses(labels, logits, class_weights=None):
@@ -186,6 +220,17 @@ def run_in_batches(session, fetches, arrays, batch_size=256):
     return [np.concatenate(out) for out in outputs]
 
 
+def _passing_custom_gradients(graph):
+    """A context in which the ops loaded into `graph` pass gradients through tf.custom_gradient's
+    IdentityN to the ops it wraps (for Grad-CAM).
+
+    A custom gradient (nets.fast_ops.matmul) is a Python function that a saved graph does not keep:
+    loaded, its IdentityN names a gradient nobody registered. Ours compute the ops' own gradients
+    with faster kernels, so TensorFlow's gradients of the wrapped ops give the same values.
+    """
+    return graph.gradient_override_map({"IdentityN": "IdentityN"})
+
+
 class Predictor:
     """A trained model in its own graph and session: images -> class probabilities.
 
@@ -203,7 +248,7 @@ class Predictor:
     def from_checkpoint(cls, prefix):
         """Loads a Saver checkpoint through its meta graph (no builder needed)."""
         graph = tf.Graph()
-        with graph.as_default():
+        with graph.as_default(), _passing_custom_gradients(graph):
             try:
                 saver = v1.train.import_meta_graph(f"{prefix}.meta", clear_devices=True)
             except (OSError, tf.errors.OpError) as e:
@@ -218,7 +263,7 @@ class Predictor:
         """Loads the `saved_model/` export and its serving signature."""
         graph = tf.Graph()
         session = v1.Session(graph=graph, config=session_config())
-        with graph.as_default():
+        with graph.as_default(), _passing_custom_gradients(graph):
             try:
                 meta = v1.saved_model.loader.load(
                     session, [v1.saved_model.tag_constants.SERVING], str(export_dir))
@@ -231,6 +276,29 @@ class Predictor:
                    graph.get_tensor_by_name(signature.inputs[SIGNATURE_INPUT].name),
                    graph.get_tensor_by_name(signature.outputs[SIGNATURE_OUTPUT].name),
                    str(export_dir))
+
+    def end_points(self):
+        """The builder's end points recorded in the graph (training.model.recording_end_points),
+        as {name: tensor} in the order the network computes them ({} for a model saved before
+        they were recorded)."""
+        order = {op: k for k, op in enumerate(self.graph.get_operations())}
+        found = {}
+        for key in self.graph.get_all_collection_keys():
+            if key.startswith(END_POINTS_COLLECTION):
+                tensors = self.graph.get_collection(key)
+                if tensors:
+                    found[key[len(END_POINTS_COLLECTION):]] = tensors[-1]
+        # Collections come back from a meta graph in no set order; the ops keep theirs. Of two
+        # names of one tensor ('block2/unit_4', 'block2') the shorter comes last.
+        return dict(sorted(found.items(),
+                           key=lambda item: (order[item[1].op], -len(item[0]), item[0])))
+
+    @property
+    def logits(self):
+        """The network's logits: the recorded ones, else the input of the softmax that gives
+        the probabilities."""
+        recorded = self.graph.get_collection(LOGITS_COLLECTION)
+        return recorded[-1] if recorded else self.probabilities.op.inputs[0]
 
     def predict(self, images, batch_size=256):
         """[N, C] float probabilities of `images` ([N, H, W, C] float32 in [0, 1])."""
