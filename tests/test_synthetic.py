@@ -1,4 +1,4 @@
-"""Tests of the demo cohort generator (lidc/synthetic.py) and its command (tools/synthesize.py).
+"""Tests of the demo cohort generator (the lidc.synthetic package) and its command (tools/synthesize.py).
 
 One tiny cohort (4 patients of 128 x 128 x 16, covering the four pixel storages, a descriptive
 folder layout and a chest X-ray study) is written once per module and read back the way the
@@ -113,14 +113,14 @@ def test_storage_variants(cohort):
         datasets, _ = patient_series(root, truth, name)
         ds = datasets[0]
         storage = synthetic.STORAGE[(k - 1) % len(synthetic.STORAGE)]
-        assert truth["patients"][name]["storage"] == storage["name"]
-        assert ds.pixel_array.dtype == np.dtype(storage["dtype"])
-        assert float(ds.RescaleSlope) == storage["slope"]
-        assert float(ds.RescaleIntercept) == storage["intercept"]
-        if storage["padding"] is not None:
-            assert ds.PixelPaddingValue == storage["padding"]
-            assert ds.pixel_array[0, 0] == storage["padding"]
-        seen.add(storage["name"])
+        assert truth["patients"][name]["storage"] == storage.name
+        assert ds.pixel_array.dtype == np.dtype(storage.dtype)
+        assert float(ds.RescaleSlope) == storage.slope
+        assert float(ds.RescaleIntercept) == storage.intercept
+        if storage.padding is not None:
+            assert ds.PixelPaddingValue == storage.padding
+            assert ds.pixel_array[0, 0] == storage.padding
+        seen.add(storage.name)
     assert len(seen) == 4
 
 
