@@ -14,7 +14,7 @@ import dataclasses
 import cv2
 import numpy as np
 
-from lidc.synthetic.geometry import Segment, centred_grid, ellipse, tube
+from lidc.synthetic.geometry import Segment, centred_grid, ellipse, smooth_noise, tube
 
 
 @dataclasses.dataclass
@@ -136,20 +136,6 @@ def _lungs(rng, grid, torso):
     inside = ((grid.x - torso.cx) / (torso.a - 10.0)) ** 2 \
         + ((grid.y - torso.cy) / (torso.b - 10.0)) ** 2 <= 1.0
     return lung & inside
-
-
-def smooth_noise(rng, shape, cell):
-    """Gaussian noise smooth over about `cell` voxels, unit standard deviation."""
-    zs, n = shape[0], shape[1]
-    coarse = rng.standard_normal((max(2, zs // 2 + 1), max(2, n // cell + 1),
-                                  max(2, n // cell + 1))).astype(np.float32)
-    planes = np.stack([cv2.resize(p, (n, n), interpolation=cv2.INTER_CUBIC) for p in coarse])
-    pos = np.linspace(0, len(planes) - 1, zs)
-    lo = np.floor(pos).astype(int)
-    hi = np.minimum(lo + 1, len(planes) - 1)
-    w = (pos - lo)[:, None, None].astype(np.float32)
-    out = planes[lo] * (1 - w) + planes[hi] * w
-    return out / max(float(out.std()), 1e-6)
 
 
 def _parenchyma(rng, geometry, grid, torso):

@@ -12,6 +12,7 @@ blend their HU in by that fraction.
 """
 import dataclasses
 
+import cv2
 import numpy as np
 
 
@@ -148,3 +149,19 @@ def blob(rng, geometry, centre, axes, extent, bumps=0):
         reach += rng.uniform(0.15, 0.3) * np.clip(cos, 0, 1) ** 4
     inside = (reach - rho) * float(np.mean(axes))
     return Blob(soft_edge(inside, dz, d, geometry), tuple(s.start for s in index), grid)
+
+
+def smooth_noise(rng, shape, cell):
+    """Gaussian noise of `shape` (z, rows, columns), smooth over about `cell` pixels in plane
+    and two slices in z, with unit standard deviation."""
+    zs, rows, cols = shape
+    coarse = rng.standard_normal((max(2, zs // 2 + 1), max(2, rows // cell + 1),
+                                  max(2, cols // cell + 1))).astype(np.float32)
+    planes = np.stack([cv2.resize(p, (cols, rows), interpolation=cv2.INTER_CUBIC)
+                       for p in coarse])
+    pos = np.linspace(0, len(planes) - 1, zs)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, len(planes) - 1)
+    w = (pos - lo)[:, None, None].astype(np.float32)
+    out = planes[lo] * (1 - w) + planes[hi] * w
+    return out / max(float(out.std()), 1e-6)
