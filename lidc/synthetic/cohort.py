@@ -19,7 +19,7 @@ from pathlib import Path
 
 from lidc.errors import LidcError
 from lidc.io import write_json
-from lidc.records import CLASS_NAMES, NODULE
+from lidc.records import CLASS_NAMES
 from lidc.synthetic.dicom_writer import write_ct_series
 from lidc.synthetic.patient import DEFAULT_SIZE, DEFAULT_SLICES, make_patient, patient_id
 
@@ -166,7 +166,7 @@ def truth_entry(patient, made_with):
     """The cohort.json entry of a patient: where it is, how it is stored, what is in it.
 
     Lesion centres are (slice index, row, column) with slices in ascending z; `readers` are the
-    positions of the reading sessions that marked the lesion.
+    positions of the reading sessions that marked the lesion, `marks` how each called it.
     """
     folder = f"{patient.name}/{patient.folders[0]}/{patient.folders[1]}"
     marks = {str(label): 0 for label in range(len(CLASS_NAMES))}
@@ -193,14 +193,22 @@ def truth_entry(patient, made_with):
 
 
 def _lesion_truth(patient):
+    """Per lesion: what it is, and how each reader that marked it called it (`marks`: reader,
+    label, slices with a region that gives a patch, and the texture and calcification rated)."""
+    calls = [[] for _ in patient.lesions]
+    for j, read in enumerate(patient.reads):
+        for mark in read:
+            call = {"reader": j, "label": mark.label, "slices": len(mark.included)}
+            call.update({k: mark.characteristics[k] for k in ("texture", "calcification")
+                         if k in mark.characteristics})
+            calls[mark.lesion_id].append(call)
     out = []
     for i, lesion in enumerate(patient.lesions):
-        readers = [j for j, read in enumerate(patient.reads) if any(m.lesion_id == i for m in read)]
         item = {"id": i, "kind": lesion.kind, "kind_name": CLASS_NAMES[lesion.kind],
                 "form": lesion.form, "center": list(lesion.center),
                 "diameter_mm": round(lesion.diameter_mm, 2), "hu": round(lesion.hu, 1),
-                "cavity": lesion.hole is not None, "readers": readers}
-        if lesion.kind == NODULE:
-            item.update(shape=lesion.shape, pleural=lesion.pleural)
+                "cavity": lesion.hole is not None, "shape": lesion.shape,
+                "pleural": lesion.pleural, "readers": sorted({c["reader"] for c in calls[i]}),
+                "marks": calls[i]}
         out.append(item)
     return out
