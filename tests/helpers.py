@@ -59,8 +59,8 @@ def write_series(folder, z_values, series_uid=SERIES_UID, names=None, **kw):
 
 def lidc_xml(sessions, series_uid=SERIES_UID, namespace=True, root="LidcReadMessage"):
     """A LIDC read, written by lidc.synthetic's XML writer. sessions: lists of marks, each a dict:
-    {"kind": "nodule", "id": "1", "rois": [(z, sop, inclusion, [(x, y), ...]), ...], "malignancy": 4}
-    or {"kind": "non", "id": "n1", "z": z, "sop": sop, "xy": (x, y)}.
+    {"kind": "nodule", "id": "1", "rois": [(z, sop, inclusion, [(x, y), ...]), ...],
+     "malignancy": 4} or {"kind": "non", "id": "n1", "z": z, "sop": sop, "xy": (x, y)}.
 
     Returns the XML text. `namespace` False writes no namespace; `root` renames the root element
     (an IdriReadMessage root makes a chest X-ray read). An id is written as markup, so "&e;"

@@ -22,7 +22,8 @@ from lidc.synthetic.anatomy import add_noise, draw_chest
 from lidc.synthetic.dicom_writer import STORAGE, cr_dataset, radiograph
 from lidc.synthetic.geometry import Geometry
 from lidc.synthetic.lesions import place_lesions
-from lidc.synthetic.readers import Scan, draw_reader, read_lesions
+from lidc.synthetic.plan import lesion_plan
+from lidc.synthetic.readers import Ratings, Scan, draw_reader, read_lesions
 from lidc.synthetic.xml_writer import (CxrNoduleRead, CxrRead, ReadHeader, ReadingSession,
                                        ReadMessage, idri_read_message, lidc_read_message)
 from lidc.records import NODULE
@@ -118,13 +119,14 @@ def make_patient(seed, k, size=DEFAULT_SIZE, slices=DEFAULT_SLICES):
 
     geometry = _geometry(rng(1), size, slices)
     chest = draw_chest(rng(2), geometry)
-    lesions = place_lesions(rng(3), geometry, chest)
+    plan = lesion_plan(seed, k)
+    lesions = place_lesions(rng(3), geometry, chest, plan)
     add_noise(rng(4), chest.hu)
     uids = _uids(seed, k, slices)
-    readers, site = _site(rng(5), k, uids)
+    readers, site = _site(rng(5), k, uids, plan.readers)
     xml_name = f"{rng(8).integers(1, 1000):03d}.xml"
     scan = Scan(patient_id(k), uids.series, xml_name, geometry, uids.sop)
-    reads = read_lesions(rng(6), lesions, scan, readers)
+    reads = read_lesions(rng(6), lesions, scan, readers, Ratings(plan.rating_start))
     n = len(geometry.z)
     numbers = np.arange(n, 0, -1)  # 1 = highest slice, like most of the collection
     if k % 5 == 0:
@@ -162,9 +164,8 @@ def _uids(seed, k, slices):
                 cxr_series=uid("cxr-series"), cxr_sop=uid("cxr-sop"))
 
 
-def _site(rng, k, uids):
-    """The patient's readers and site habits. Returns (readers, Site)."""
-    count = int(rng.choice([4, 4, 4, 4, 3, 2]))
+def _site(rng, k, uids, count):
+    """The patient's `count` readers and its site's habits. Returns (readers, Site)."""
     who = rng.choice(["anonymous", "anon", "numbers"], p=[0.35, 0.15, 0.5])
     if who == "numbers":
         ids = [str(int(v)) for v in rng.integers(-2**31, 2**31 - 1, size=count)]
@@ -178,8 +179,8 @@ def _site(rng, k, uids):
     time = f"{rng.integers(7, 19):02d}:{rng.integers(0, 60):02d}:{rng.integers(0, 60):02d}"
     header = ReadHeader(series_uid=uids.series, study_uid=uids.study, version=version,
                         message_id=message_id, date=date, time=time)
-    return readers, Site(header=header, message_uid=f"{MESSAGE_UID_ROOT}.{1307390000000 + k * 7919}",
-                         schema_location=schema_location,
+    message_uid = f"{MESSAGE_UID_ROOT}.{1307390000000 + k * 7919}"
+    return readers, Site(header=header, message_uid=message_uid, schema_location=schema_location,
                          series_number=int(3000000 + rng.integers(500, 700)),
                          window=[(-600, 1600), (-500, 1500), (40, 400)][int(rng.integers(0, 3))])
 
