@@ -29,7 +29,7 @@ from lidc.synthetic.xml_writer import Z_FORMATS
 # A reader's chance of seeing a lesion, before its own sensitivity: floor + gain x conspicuity,
 # at most MOST_SEEN (even an obvious nodule is missed now and then: a third of the collection's
 # nodules >= 3 mm were contoured by all four readers).
-SEEING = {NODULE: (0.2, 0.85), SMALL_NODULE: (0.25, 0.45), NON_NODULE: (0.45, 0.2)}
+SEEING = {NODULE: (0.25, 0.85), SMALL_NODULE: (0.25, 0.45), NON_NODULE: (0.45, 0.2)}
 MOST_SEEN = 0.93
 # Spread (log) of a reader's estimate of a nodule's diameter about the truth times its bias:
 # a 4 mm nodule is called < 3 mm by about one reader in five.
@@ -43,9 +43,6 @@ SMALL_AS_NON_NODULE = 0.1
 # How far from a lesion's centre readers click: a small nodule's point, a non-nodule's locus.
 POINT_JITTER_MM = 1.0
 LOCUS_JITTER_MM = 2.0
-# Pixels up to this size (mm) show a reader's hand: a contour a pixel wide of the edge, or
-# shifted by a pixel.
-HAND_ERROR_MAX_PIXEL_MM = 1.5
 # Ratings of texture (1 = ground glass .. 5 = solid) and calcification (3 = solid, 6 = absent)
 # by what the lesion is: readers rate the same nodule differently, as LIDC's did.
 TEXTURE_RATINGS = {
@@ -229,9 +226,6 @@ def _contours(rng, lesion, scan, reader):
     threshold = float(np.clip(reader.threshold + rng.normal(0, 0.05), 0.2, 0.7))
     hand = str(rng.choice(["none", "dilate", "erode"], p=[0.6, 0.2, 0.2]))
     shift = rng.integers(-1, 2, size=2) if rng.random() < 0.3 else np.zeros(2, int)
-    if scan.geometry.spacing > HAND_ERROR_MAX_PIXEL_MM:
-        # A hand's error is a millimetre or so: where pixels are larger, it is none.
-        hand, shift = "none", np.zeros(2, int)
     offset = np.array([lesion.origin[2], lesion.origin[1]]) + shift
     rois = []
     marks_hole = lesion.hole is not None and rng.random() < 0.6
@@ -287,13 +281,13 @@ def characteristics(rng, lesion, quantile):
     ratings = {
         "subtlety": 1 + 4 * lesion.conspicuity,
         "internalStructure": 4 if lesion.hole is not None else 1,
-        "calcification": _rating(CALCIFICATION_RATINGS[form == "calcified"], quantile),
+        "calcification": rating_at(CALCIFICATION_RATINGS[form == "calcified"], quantile),
         "sphericity": {"round": 4.5, "lobulated": 3.5, "spiculated": 2.5}.get(lesion.shape, 2.0),
         "margin": {"solid": 4.5, "calcified": 5, "part-solid": 3}.get(form, 2.5)
         - (2 if spiculated else 0),
         "lobulation": 3.5 if lesion.shape == "lobulated" else 1.2,
         "spiculation": 4 if spiculated else 1.2,
-        "texture": _rating(TEXTURE_RATINGS.get(form, {5: 1.0}), quantile),
+        "texture": rating_at(TEXTURE_RATINGS.get(form, {5: 1.0}), quantile),
         "malignancy": (1 if form == "calcified" else 1.5 + (d > 6) + (d > 12) + spiculated
                        + (form == "part-solid")),
     }
@@ -302,7 +296,7 @@ def characteristics(rng, lesion, quantile):
                            k == "calcification" else 5)) for k, v in ratings.items()}
 
 
-def _rating(shares, quantile):
+def rating_at(shares, quantile):
     """The rating at `quantile` (0..1) of {rating: probability}, most likely rating first."""
     ratings = sorted(shares, key=lambda r: -shares[r])
     edges = np.cumsum([shares[r] for r in ratings])
