@@ -10,8 +10,9 @@ shares and texture) or, where the real figure is itself loose (three patients' H
 import numpy as np
 import pytest
 
-from lidc.records import NODULE, NON_NODULE, SMALL_NODULE
-from lidc.synthetic import calibration, make_patient, truth_entry
+from bench import cohort_stats
+from lidc.records import CLASS_NAMES, NODULE, NON_NODULE, SMALL_NODULE
+from lidc.synthetic import calibration, make_patient, truth_entry, write_cohort
 from lidc.synthetic.calibration import REAL, REAL_CENTRE_EDGE_HU
 
 SIZE, SLICES, PATIENTS = 192, 48, 12
@@ -91,3 +92,13 @@ def test_small_nodules_barely_stand_out_from_lung(crops):
     peak = crops[SMALL_NODULE][:, CROP // 2 - 1:CROP // 2 + 1, CROP // 2 - 1:CROP // 2 + 1]
     assert -850 < centre < -700
     assert np.median(peak) < -400  # a faint dot, not a nodule
+
+
+def test_the_bench_prints_every_figure_beside_the_real_one(tmp_path, capsys):
+    write_cohort(tmp_path, patients=2, size=64, slices=8)
+    assert cohort_stats.main(["--root", str(tmp_path)]) == 0  # runs the pipeline itself
+    out = capsys.readouterr().out
+    for name in CLASS_NAMES:
+        assert f"share of patches: {name}" in out and f"HU centre / edge: {name}" in out
+    share = f"{100 * REAL.patch_shares[NODULE]:.1f}%"
+    assert share in out and "contoured by all four readers" in out

@@ -7,12 +7,17 @@ XML read beside them, plus cohort.json, the ground truth. One module per concern
 
 - `geometry`: voxel geometry and the partial-volume shapes everything is drawn with;
 - `anatomy`: the chest phantom (body, lungs, vessels, heart, bones, table) and scanner noise;
+- `plan`: what each patient gets (lesion counts, nodule forms and sizes, readers), balanced
+  over blocks of 12 patients so that even the 12-patient demo has the collection's mix;
 - `lesions`: nodules >= 3 mm, nodules < 3 mm and non-nodules, placed in the lungs;
-- `readers`: the simulated radiologists and their marks (lidc.records.Mark);
+- `readers`: the simulated radiologists and their marks (lidc.records.Mark), disagreeing as
+  LIDC's did;
 - `dicom_writer`: CT slices and the chest radiograph as DICOM files;
 - `xml_writer`: the CT read (LidcReadMessage) and the chest X-ray read (IdriReadMessage);
 - `patient`: one patient drawn in memory, each part from its own seeded generator;
-- `cohort`: write_cohort / read_cohort and the ground truth.
+- `cohort`: write_cohort / read_cohort and the ground truth;
+- `calibration`: the real collection's figures, and the same measured on a cohort
+  (bench/cohort_stats.py prints them side by side).
 
 Patient k depends only on (seed, k, size, slices): adding patients leaves earlier ones unchanged.
 
