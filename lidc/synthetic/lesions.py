@@ -56,7 +56,8 @@ class Lesion:
     `occupancy` is the noise-free fraction of each voxel the lesion fills, in the box starting
     at index `origin`; readers contour it. `hole` is the same for a cavity, and `core` for the
     solid part of a part-solid nodule (of `core_hu`), or None. `center` is the voxel (slice,
-    row, column) a reader clicks.
+    row, column) a reader clicks. `shape` is round, lobulated or spiculated for a nodule, and
+    linear, flat or round for a non-nodule; `pleural` says it sits on the chest wall.
     """
     kind: int
     form: str

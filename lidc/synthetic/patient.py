@@ -7,8 +7,8 @@ reading sites number their nodules and print z positions each their own way, and
 14, ... also have a chest X-ray study (one CR image with an IdriReadMessage naming the CT series).
 
 Each part (geometry, anatomy, lesions, noise, readers, ...) draws from its own generator seeded
-by (seed, k, part), so patient k depends only on (seed, k, size, slices), and a change to one
-part does not reshuffle the others.
+by (seed, k, part), and the lesion plan from its block's (seed, block) (plan.py), so patient k
+depends only on (seed, k, size, slices), and a change to one part does not reshuffle the others.
 
     patient = make_patient(seed=0, k=1, size=128, slices=16)
     patient.hu, patient.lesions, patient.reads
@@ -18,6 +18,7 @@ import uuid
 
 import numpy as np
 
+from lidc.records import NODULE
 from lidc.synthetic.anatomy import add_noise, draw_chest
 from lidc.synthetic.dicom_writer import STORAGE, cr_dataset, radiograph
 from lidc.synthetic.geometry import Geometry
@@ -26,7 +27,6 @@ from lidc.synthetic.plan import lesion_plan
 from lidc.synthetic.readers import Ratings, Scan, draw_reader, read_lesions
 from lidc.synthetic.xml_writer import (CxrNoduleRead, CxrRead, ReadHeader, ReadingSession,
                                        ReadMessage, idri_read_message, lidc_read_message)
-from lidc.records import NODULE
 
 DEFAULT_SIZE = 384
 DEFAULT_SLICES = 64

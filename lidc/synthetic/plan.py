@@ -6,7 +6,7 @@ The figures are calibrated (with the readers' habits in readers.py) to the real 
 patches 54% / 17% / 29% by class; texture rated solid in 72.5% of readings and ground glass in
 10%; calcification in 10% (lidc.synthetic.calibration holds the real figures).
 
-A demo cohort is small (12 patients, some 30 nodules >= 3 mm), so drawing each patient's
+A demo cohort is small (12 patients, 26 nodules >= 3 mm), so drawing each patient's
 nodules independently would give mixes far from the collection's by chance alone. The nodules
 are therefore planned for a block of PATIENTS_PER_BLOCK patients at once, balanced over the
 block: its lesion counts, nodule forms and diameter quantiles are fixed shares shuffled, drawn
