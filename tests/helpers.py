@@ -7,10 +7,15 @@ import os
 import subprocess
 import sys
 
+from xml.sax.saxutils import escape
+
 import numpy as np
 import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
+
+from lidc.records import NODULE, NON_NODULE, SMALL_NODULE, Mark, Roi
+from lidc.synthetic import xml_writer
 
 _TEMPLATE = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
 SERIES_UID = "1.2.826.0.1.3680043.8.498.1"
@@ -55,38 +60,38 @@ def write_series(folder, z_values, series_uid=SERIES_UID, names=None, **kw):
 
 
 def lidc_xml(sessions, series_uid=SERIES_UID, namespace=True, root="LidcReadMessage"):
-    """A LIDC read. sessions: lists of marks, each a dict:
-    {"kind": "nodule", "id": "1", "rois": [(z, sop, inclusion, [(x, y), ...]), ...], "malignancy": 4}
-    or {"kind": "non", "id": "n1", "z": z, "sop": sop, "xy": (x, y)}."""
-    ns = ' xmlns="http://www.nih.gov"' if namespace else ""
-    out = [f'<?xml version="1.0" encoding="UTF-8"?>\n<{root} uid="1.2.3"{ns}>',
-           f"<ResponseHeader><Version>1.8.1</Version><SeriesInstanceUid>{series_uid}"
-           f"</SeriesInstanceUid><StudyInstanceUID>{STUDY_UID}</StudyInstanceUID>"
-           "</ResponseHeader>"]
-    for marks in sessions:
-        out.append("<readingSession><annotationVersion>3.12</annotationVersion>"
-                   "<servicingRadiologistID>anon</servicingRadiologistID>")
-        out.extend(_mark(m) for m in marks)
-        out.append("</readingSession>")
-    out.append(f"</{root}>")
-    return "\n".join(out)
+    """A LIDC read, written by lidc.synthetic's XML writer. sessions: lists of marks, each a dict:
+    {"kind": "nodule", "id": "1", "rois": [(z, sop, inclusion, [(x, y), ...]), ...],
+     "malignancy": 4} or {"kind": "non", "id": "n1", "z": z, "sop": sop, "xy": (x, y)}.
+
+    Returns the XML text. `namespace` False writes no namespace; `root` renames the root element
+    (an IdriReadMessage root makes a chest X-ray read). An id is written as markup, so "&e;"
+    stays a reference to an entity that a test declares in a <!DOCTYPE>.
+    """
+    message = xml_writer.ReadMessage(
+        uid="1.2.3", header=xml_writer.ReadHeader(series_uid, STUDY_UID), namespace=namespace,
+        sessions=[xml_writer.ReadingSession("anon", [_mark(m, series_uid) for m in marks],
+                                            z_format="fixed space") for marks in sessions])
+    text = xml_writer.lidc_read_message(message).decode()
+    for raw in {m["id"] for marks in sessions for m in marks if "&" in m["id"]}:
+        text = text.replace(escape(raw), raw)
+    return text.replace("LidcReadMessage>", f"{root}>").replace("<LidcReadMessage", f"<{root}")
 
 
-def _mark(m):
+def _mark(m, series_uid):
+    """The dict of a mark as the lidc.records.Mark the writer takes (points become (row, col))."""
     if m["kind"] == "non":
         x, y = m["xy"]
-        return (f"<nonNodule><nonNoduleID>{m['id']}</nonNoduleID><imageZposition>{m['z']}"
-                f"</imageZposition><imageSOP_UID>{m['sop']}</imageSOP_UID><locus><xCoord>{x}"
-                f"</xCoord><yCoord>{y}</yCoord></locus></nonNodule>")
-    chars = (f"<characteristics><malignancy>{m['malignancy']}</malignancy></characteristics>"
-             if "malignancy" in m else "")
-    rois = "".join(
-        f"<roi><imageZposition>{z} </imageZposition><imageSOP_UID>{sop}</imageSOP_UID>"
-        f"<inclusion>{'TRUE' if inc else 'FALSE'}</inclusion>"
-        + "".join(f"<edgeMap><xCoord>{x}</xCoord><yCoord>{y}</yCoord></edgeMap>" for x, y in pts)
-        + "</roi>" for z, sop, inc, pts in m["rois"])
-    return (f"<unblindedReadNodule><noduleID>{m['id']}</noduleID>{chars}{rois}"
-            "</unblindedReadNodule>")
+        rois = [Roi(z=m["z"], sop_uid=m["sop"], inclusion=True, points=np.array([[y, x]]))]
+        label, chars = NON_NODULE, {}
+    else:
+        rois = [Roi(z=z, sop_uid=sop, inclusion=inc, points=np.array(pts)[:, ::-1])
+                for z, sop, inc, pts in m["rois"]]
+        label = NODULE if any(len(r.points) > 1 for r in rois) else SMALL_NODULE
+        chars = {"malignancy": m["malignancy"]} if "malignancy" in m else {}
+    return Mark(patient_id="", series_uid=series_uid, xml_file="", reader="",
+                radiologist_id="anon", label=label, nodule_id=m["id"], rois=rois,
+                characteristics=chars)
 
 
 def square(cx, cy, half):
