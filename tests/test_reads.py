@@ -109,7 +109,7 @@ def test_points_are_int_arrays(tmp_path):
 def test_a_bad_number_drops_only_its_non_nodule(tmp_path):
     other = dict(NON_MARK, id="keep", xy=(5, 6), z=-10.0)
     path = write(tmp_path, lidc_xml([[NODULE_MARK, NON_MARK, other]]).replace(
-        "<imageZposition>-15.0</imageZposition>", "<imageZposition>minus</imageZposition>"))
+        "<imageZposition>-15.000000 </imageZposition>", "<imageZposition>minus</imageZposition>"))
     read = reads.parse_read(path)
     assert [m.nodule_id for m in read.marks] == ["Nodule 001", "keep"]
     [(where, reason)] = read.problems
@@ -123,18 +123,15 @@ def test_a_bad_number_drops_only_its_non_nodule(tmp_path):
     (lambda x: x.replace("<edgeMap>", "<e>").replace("</edgeMap>", "</e>"), "no usable region"),
 ])
 def test_a_nodule_without_a_region_is_left_out_and_its_session_kept(tmp_path, edit, reason):
-    nodule = lidc_xml([[NODULE_MARK]])
-    text = nodule.replace("</readingSession>", "").replace("</LidcReadMessage>", "")
-    text = edit(text) + lidc_xml([[NON_MARK]]).split("</ResponseHeader>")[1].replace(
-        "<readingSession><annotationVersion>3.12</annotationVersion>"
-        "<servicingRadiologistID>anon</servicingRadiologistID>", "")
+    # The edits touch only the nodule: a non-nodule has a locus, neither roi nor edgeMap.
+    text = edit(lidc_xml([[NODULE_MARK, NON_MARK]]))
     read = reads.parse_read(write(tmp_path, text))
     assert [m.label for m in read.marks] == [NON_NODULE]
     assert any(reason in r and "'Nodule 001'" in r for _, r in read.problems), read.problems
 
 
 def test_a_bad_region_leaves_the_rest_of_its_nodule_and_its_class(tmp_path):
-    text = lidc_xml([[NODULE_MARK]]).replace("<imageZposition>-12.5 </imageZposition>",
+    text = lidc_xml([[NODULE_MARK]]).replace("<imageZposition>-12.500000 </imageZposition>",
                                              "<imageZposition>nan</imageZposition>", 1)
     read = reads.parse_read(write(tmp_path, text))
     [mark] = read.marks
@@ -259,9 +256,9 @@ def test_a_mark_or_region_given_twice_over_is_read_once_and_reported(tmp_path):
 
 def test_sessions_and_marks_out_of_place_are_reported_not_ignored(tmp_path):
     text = lidc_xml([[NODULE_MARK], [NON_MARK]])
-    lost_mark = text.replace("<readingSession>", "<readingSession><group>", 1).replace(
-        "</unblindedReadNodule>\n</readingSession>", "</unblindedReadNodule></group>\n"
-        "</readingSession>", 1)
+    lost_mark = re.sub(r"</unblindedReadNodule>(\s*)</readingSession>",
+                       r"</unblindedReadNodule></group>\1</readingSession>",
+                       text.replace("<readingSession>", "<readingSession><group>", 1), count=1)
     read = reads.parse_read(write(tmp_path, lost_mark))
     assert [m.label for m in read.marks] == [NON_NODULE]
     [(_, reason)] = read.problems
