@@ -25,6 +25,7 @@ a region without points, a rating off its scale) drops that element only, and th
 line, what was left out) is in `Read.problems`; nothing else escapes.
 """
 import hashlib
+import itertools
 import math
 import operator
 import re
@@ -173,8 +174,25 @@ def _string(el):
 
 
 def _text(el, name):
-    c = _first(el, name)
-    return None if c is None else _string(c).strip()
+    return _value(_first(el, name))
+
+
+def _value(el):
+    """The stripped text of `el`, or None for no element."""
+    return None if el is None else _string(el).strip()
+
+
+def _fields(el, names):
+    """{name: the first child of `el` with that local name} for those of `names` it has, in one
+    pass over the children that stops once each is found (a region's points come after)."""
+    found = {}
+    for c in el:
+        name = _local(c)
+        if name in names and name not in found:
+            found[name] = c
+            if len(found) == len(names):
+                break
+    return found
 
 
 def check_ct_read(path, root):
@@ -364,14 +382,15 @@ def _signature(el, points):
 def _nodule(path, el, base, points):
     """(Mark or None, reasons for what was left out, signature) of an unblindedReadNodule;
     `points` is `_bulk_points` of the file's regions."""
-    nodule_id = _text(el, "noduleID") or ""
+    fields = _fields(el, ("noduleID", "characteristics"))
+    nodule_id = _value(fields.get("noduleID")) or ""
     what = f"nodule {nodule_id!r} (line {el.sourceline})"
     elements = [(r, *points[r]) for r in _children(el, "roi")]
     # The label comes from the element structure, not from the regions that parse: a contour
     # dropped for a bad number leaves a nodule >= 3 mm, never turns it into a small one.
     contoured = any(len(edges) > 1 for _, edges, _ in elements)
     rois, dropped, fast = _regions(path, elements, contoured, what)
-    characteristics, bad = _characteristics(el)
+    characteristics, bad = _characteristics(fields.get("characteristics"))
     dropped.extend(f"{reason}, for {what}" for reason in bad)
     key = _signature(el, fast)
     if not rois:
@@ -409,7 +428,8 @@ def _regions(path, elements, contoured, what):
 def _non_nodule(path, el, base, points):
     """(Mark or None, reasons for what was left out, signature) of a nonNodule; `points` is
     `_bulk_points` of the file's regions."""
-    nodule_id = _text(el, "nonNoduleID") or ""
+    fields = _fields(el, _NON_NODULE_FIELDS)
+    nodule_id = _value(fields.get("nonNoduleID")) or ""
     key = _signature(el, ())
     try:
         loci, locus = points[el]
@@ -417,8 +437,9 @@ def _non_nodule(path, el, base, points):
             locus = np.array([_point(path, p) for p in loci], np.int32)
         if not len(locus):
             raise LidcError(path, f"line {el.sourceline}: <nonNodule> has no <locus>")
-        roi = Roi(z=_number(path, el, "imageZposition"), sop_uid=_text(el, "imageSOP_UID") or "",
-                  inclusion=True, points=locus, line=el.sourceline)
+        roi = Roi(z=_number(path, el, "imageZposition", fields),
+                  sop_uid=_value(fields.get("imageSOP_UID")) or "", inclusion=True, points=locus,
+                  line=el.sourceline)
     except LidcError as e:
         return None, [f"{e.reason}: non-nodule {nodule_id!r} (line {el.sourceline}) is left "
                       "out"], key
@@ -427,6 +448,8 @@ def _non_nodule(path, el, base, points):
 
 
 _MARKS = {"unblindedReadNodule": _nodule, "nonNodule": _non_nodule}
+_NON_NODULE_FIELDS = ("nonNoduleID", "imageZposition", "imageSOP_UID")
+_ROI_FIELDS = ("imageZposition", "imageSOP_UID", "inclusion")
 _PARENT = etree._Element.getparent
 _TEXT = operator.attrgetter("text")
 
@@ -461,26 +484,26 @@ def _bulk_points(regions):
         x, y = list(el.iter("{*}xCoord")), list(el.iter("{*}yCoord"))
         if list(map(_PARENT, x)) == holders and list(map(_PARENT, y)) == holders and \
                 not any(map(len, x)) and not any(map(len, y)):
-            plain.append(el)
-            ys.append(list(map(_TEXT, y)))
-            xs.append(list(map(_TEXT, x)))
-    points = _to_points([t for texts in ys for t in texts], [t for texts in xs for t in texts])
-    if points is not None:
-        ends = np.cumsum([len(texts) for texts in ys])[:-1]
-        parts = np.split(points, ends) if plain else []
-    else:
-        parts = [_to_points(y, x) for y, x in zip(ys, xs)]
-    for el, part in zip(plain, parts):
+            # Texts, not the elements, are kept: holding every proxy of a file would have the
+            # garbage collector walk them over and over.
+            plain.append((el, len(ys), len(y)))
+            ys += map(_TEXT, y)
+            xs += map(_TEXT, x)
+    points = _to_points(ys, xs)
+    for el, start, n in plain:
+        part = points[start:start + n] if points is not None else \
+            _to_points(ys[start:start + n], xs[start:start + n])
         found[el] = (found[el][0], part)
     return found
 
 
 def _to_points(ys, xs):
-    """(row, col) int32 points from the texts of yCoords and xCoords; None when one is missing
-    (None), not a number, not finite or out of range."""
+    """(row, col) int32 points from the texts of as many yCoords and xCoords; None when one is
+    missing (None), not a number, not finite or out of range."""
     try:
-        values = np.array([list(map(float, ys)), list(map(float, xs))])
-    except (TypeError, ValueError):  # TypeError: an empty element has no text
+        values = np.fromiter(map(float, itertools.chain(ys, xs)), float, 2 * len(ys))
+        values = values.reshape(2, -1)
+    except (TypeError, ValueError):  # TypeError: an empty element has no text (None)
         return None
     # NaN compares false: one test for not a number, infinite and out of range.
     if values.size and not np.abs(values).max() <= _LIMIT:
@@ -493,11 +516,13 @@ def _roi(path, el, edges, contoured, points=None):
         points = np.array([_point(path, p) for p in edges], np.int32).reshape(-1, 2)
     if not len(points):
         raise LidcError(path, f"line {el.sourceline}: <roi> has no <edgeMap> point")
-    inclusion = (_text(el, "inclusion") or "TRUE").upper()
+    fields = _fields(el, _ROI_FIELDS)
+    inclusion = (_value(fields.get("inclusion")) or "TRUE").upper()
     if inclusion not in ("TRUE", "FALSE"):
         raise LidcError(path, f"line {el.sourceline}: <inclusion> is {inclusion!r}, neither "
                               "TRUE nor FALSE")
-    return Roi(z=_number(path, el, "imageZposition"), sop_uid=_text(el, "imageSOP_UID") or "",
+    return Roi(z=_number(path, el, "imageZposition", fields),
+               sop_uid=_value(fields.get("imageSOP_UID")) or "",
                inclusion=inclusion == "TRUE", points=points,
                status=STRAY if contoured and len(points) == 1 else "", line=el.sourceline)
 
@@ -512,8 +537,8 @@ def _point(path, el):
             int(round(_parse_number(path, el, "xCoord", found.get("xCoord")))))
 
 
-def _number(path, el, name):
-    return _parse_number(path, el, name, _first(el, name))
+def _number(path, el, name, fields):
+    return _parse_number(path, el, name, fields.get(name))
 
 
 # Beyond any coordinate, in mm or pixels.
@@ -541,9 +566,9 @@ def _parse_number(path, parent, name, el):
 
 
 def _characteristics(el):
-    """(ratings, reasons) of a nodule's characteristics: a rating that is not a whole number on
-    its scale is left empty (never rounded or clipped into one) and named in a reason."""
-    el = _first(el, "characteristics")
+    """(ratings, reasons) of a nodule's <characteristics> (or None): a rating that is not a
+    whole number on its scale is left empty (never rounded or clipped into one) and named in a
+    reason."""
     ratings, bad, seen = {}, [], set()
     for c in (el if el is not None else ()):
         name, text = _local(c), _string(c).strip()
