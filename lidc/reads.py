@@ -359,15 +359,23 @@ _BLANKS_BEFORE = re.compile(r"\s+<")
 
 
 def _walk_digest(el):
-    """The digest of `_digest`, element by element."""
+    """The digest of `_digest`, node by node: for each element its name, attributes and text,
+    then its children, then its tail; a processing instruction (which etree.iterwalk, used
+    before, passed over with the text after it) by its target and text, then its tail."""
     h = hashlib.sha1()
-    for event, e in etree.iterwalk(el, events=("start", "end")):
-        if event == "end":
-            h.update(b"\2" + (e.tail or "").strip().encode())
-            continue
-        attributes = sorted((etree.QName(k).localname, v) for k, v in e.attrib.items())
-        h.update(f"\1{_local(e)}\3{attributes!r}\3{(e.text or '').strip()}".encode())
+    _walk(el, h)
     return h.hexdigest()
+
+
+def _walk(el, h):
+    if isinstance(el.tag, str):
+        attributes = sorted((etree.QName(k).localname, v) for k, v in el.attrib.items())
+        h.update(f"\1{_local(el)}\3{attributes!r}\3{(el.text or '').strip()}".encode())
+    else:  # a processing instruction (the parser drops comments)
+        h.update(f"\4{el.target}\3{(el.text or '').strip()}".encode())
+    for child in el:
+        _walk(child, h)
+    h.update(b"\2" + (el.tail or "").strip().encode())
 
 
 def _signature(el, points):
