@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 # takes effect; the filter below keeps them out of the tables.
 {
   # Preprocessing at two cohort sizes: on 4 series each stage's fixed costs weigh more.
-  for bench in roofline train_speed inference "preprocess --patients 4 16"; do
+  for bench in roofline train_speed inference "preprocess --patients 4 16" xml_speed; do
     echo "== python -m bench.$bench"
     python -m bench.$bench
     echo

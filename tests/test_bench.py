@@ -1,10 +1,12 @@
 """Smoke tests of the benchmarks: each core function runs an iteration or two on a tiny network or
 cohort and returns figures of the right form. Never asserts on timing."""
+import math
+
 import numpy as np
 import pytest
 
 import bench
-from bench import inference, preprocess, roofline, train_speed
+from bench import inference, preprocess, roofline, train_speed, xml_speed
 from lidc import synthetic
 from tests.test_training_helpers import tiny_net
 
@@ -109,3 +111,29 @@ def test_preprocess_bench_prints_a_table_per_size_and_the_by_size_table(tmp_path
     assert out.count("total in one process") == 2
     by_size = out.split("by cohort size")[1].splitlines()
     assert [line.split()[0] for line in by_size[3:5]] == ["1", "2"]
+
+
+def test_xml_speed_corpus_has_the_archive_make_up():
+    groups = xml_speed.layout(xml_speed.generated_groups(), xml_speed.ARCHIVE_FILES)
+    files = [name for group in groups for name, _ in group]
+    points = sum(xml_speed._points(text) for group in groups for _, text in group)
+    assert len(files) == xml_speed.ARCHIVE_FILES
+    assert sum("IdriReadMessage" in group[0][1] for group in groups) == xml_speed.ARCHIVE_CXR
+    assert sorted(len(g) for g in groups if len(g) > 1 and "correction" not in g[1][0]) == \
+        sorted(xml_speed.COPIES)
+    assert abs(points / xml_speed.ARCHIVE_POINTS - 1) < 0.02
+
+
+def test_xml_speed_times_both_sides_and_divides_them(tmp_path, capsys):
+    folder, description = xml_speed.corpus(tmp_path, 12, samples=tmp_path / "no-samples")
+    assert "generated" in description and len(xml_speed.xml_paths(folder)) == 12
+    r = xml_speed.measure(folder, repeats=1, scratch=tmp_path)
+    assert all(s > 0 for side in ("bare", "ours", "careful") for s in r[side])
+    assert r["ratio"] == (r["ours"][0] / r["bare"][0], r["ours"][1] / r["bare"][1])
+    assert all(math.isfinite(x) and x > 0 for x in r["ratio"])
+    argv = ["--files", "12", "--repeats", "1", "--no-careful", "--cache", str(tmp_path),
+            "--samples", str(tmp_path / "no-samples")]
+    assert xml_speed.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "generated reads" in out and "annotations --xml / bare parse" in out
+    assert "parsing the reads into marks" in out
