@@ -39,6 +39,9 @@ JUNK = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
 )
 OPS = ("drop", "duplicate", "reorder", "junk", "truncate", "splice")
+# tmp_path is shared by the examples of a test: each one overwrites the same file.
+FUZZ = settings(max_examples=150, deadline=2000, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 MUTATIONS = st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 10 ** 6), JUNK,
                                st.binary(max_size=8)), min_size=1, max_size=6)
 
@@ -116,11 +119,9 @@ def test_the_valid_read_parses(tmp_path):
     assert [m.label for m in read.marks] == [0, 1, 2, 0]
 
 
-@settings(max_examples=150, deadline=2000, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@FUZZ
 @given(mutations=MUTATIONS)
 def test_a_mutated_read_gives_records_or_lidc_error_naming_the_file(tmp_path, mutations):
-    # tmp_path is shared by the examples: each one overwrites the same file.
     path = tmp_path / "fuzz.xml"
     path.write_bytes(mutate(mutations))
     try:
@@ -144,8 +145,7 @@ def outcome(path):
         return e.reason
 
 
-@settings(max_examples=150, deadline=2000, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@FUZZ
 @given(mutations=MUTATIONS)
 def test_the_bulk_path_reads_a_mutated_read_as_the_careful_path_does(tmp_path, mutations):
     path = tmp_path / "fuzz.xml"
@@ -180,8 +180,7 @@ def oddly_written(edits):
     return text
 
 
-@settings(max_examples=100, deadline=2000, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(FUZZ, max_examples=100)
 @given(edits=ODD)
 def test_numbers_written_oddly_read_as_written_plainly_on_both_paths(tmp_path, edits):
     (tmp_path / "plain").mkdir(exist_ok=True)
@@ -197,7 +196,7 @@ def test_numbers_written_oddly_read_as_written_plainly_on_both_paths(tmp_path, e
     assert strip_lines(fast) == strip_lines(outcome(plain)) and fast[3] == []
 
 
-@settings(max_examples=100, deadline=2000, derandomize=True, database=None)
+@settings(FUZZ, max_examples=100)
 @given(one=MUTATIONS, two=MUTATIONS, form=st.integers(0, 3))
 def test_serialised_digests_agree_with_walked_ones(one, two, form):
     a = _elements(mutate(one))
