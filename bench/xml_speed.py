@@ -261,20 +261,21 @@ def measure(folder, repeats=3, careful=True, scratch=None):
 
 
 def breakdown(folder, scratch=None):
-    """Wall seconds of one run of the stage spent in its parts: the header pass, parsing the
-    reads, grouping marks into lesions, saving each series' result; the rest is what remains
-    (units, grouping sessions, assembling, writing the outputs)."""
+    """(wall, cpu) seconds of one run of the stage spent in its parts: the header pass, parsing
+    the reads, grouping marks into lesions, saving each series' result; the rest is what
+    remains (units, grouping sessions, assembling, writing the outputs)."""
     from lidc import resume
     from lidc.stages import annotations
-    spent = dict.fromkeys(("headers", "parse_read", "cluster", "save"), 0.0)
+    spent = {name: (0.0, 0.0) for name in ("headers", "parse_read", "cluster", "save")}
 
     def clock(name, func):
         def timed_call(*args, **kwargs):
-            started = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             try:
                 return func(*args, **kwargs)
             finally:
-                spent[name] += time.perf_counter() - started
+                spent[name] = (spent[name][0] + time.perf_counter() - wall,
+                               spent[name][1] + time.process_time() - cpu)
         return timed_call
     patches = [mock.patch.object(annotations, "header_uids",
                                  clock("headers", annotations.header_uids)),
@@ -285,8 +286,8 @@ def breakdown(folder, scratch=None):
     with tempfile.TemporaryDirectory(dir=scratch) as tmp, contextlib.ExitStack() as stack:
         for patch in patches:
             stack.enter_context(patch)
-        total, _ = timed(lambda: run_stage(folder, Path(tmp) / "work"))
-    spent["rest"] = total - sum(spent.values())
+        total = timed(lambda: run_stage(folder, Path(tmp) / "work"))
+    spent["rest"] = tuple(t - sum(s[i] for s in spent.values()) for i, t in enumerate(total))
     spent["total"] = total
     return spent
 
@@ -330,9 +331,11 @@ def main(argv=None):
     print(f"\nannotations --xml / bare parse: {r['ratio'][0]:.2f}x wall, {r['ratio'][1]:.2f}x "
           "cpu (target: at most 2x)")
     spent = breakdown(folder, scratch=args.cache)
-    print("\nwhere one run of annotations --xml spends its time (wall)")
-    print(bench.table(["part", "seconds", "/ bare parse"],
-                      [[PARTS[k], v, v / r["bare"][0]] for k, v in spent.items()]))
+    print("\nwhere one run of annotations --xml spends its time; / bare: each over the bare "
+          "parse's")
+    print(bench.table(["part", "wall", "cpu", "wall / bare", "cpu / bare"],
+                      [[PARTS[k], *v, v[0] / r["bare"][0], v[1] / r["bare"][1]]
+                       for k, v in spent.items()]))
     return 0
 
 
