@@ -8,6 +8,10 @@ tests (tests/test_bench.py) run for an iteration or two on tiny inputs:
     python -m bench.roofline        # float32 matmul rate, share of it reached by each network
     python -m bench.inference       # saved model and session graph vs Keras predict, batch 256
     python -m bench.preprocess      # index + annotations + crop vs dcmread + decode, 1 vs 2 workers
+    python -m bench.scale           # time and memory of preprocessing from 10 to 160 series
+    python -m bench.xml_speed       # annotations --xml vs a bare lxml parse, archive-sized corpus
+    python -m bench.cohort_stats    # the demo cohort's figures beside the real collection's
+    python -m bench.transfer        # demo-trained runs' AUCs on the real sample series
     bench/run.sh                    # all of them
 
 Timings are the median of several repetitions after warm-up; competing runs alternate so that a

@@ -12,7 +12,7 @@ export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 {
   # Preprocessing at two cohort sizes: on 4 series each stage's fixed costs weigh more; then
   # how time and memory grow from 10 to 160 series (small slices).
-  for bench in roofline train_speed inference "preprocess --patients 4 16" scale; do
+  for bench in roofline train_speed inference "preprocess --patients 4 16" scale xml_speed; do
     echo "== python -m bench.$bench"
     python -m bench.$bench
     echo

@@ -12,13 +12,23 @@ the top-left.
     read = parse_read("072.xml")
     read.series_uid, [m.label for m in read.marks], read.problems
 
+Each file is parsed once, and its edge-map points (nearly all of a read) are taken from the tree
+in bulk and converted with numpy (`_bulk_points`); any region where that path sees something
+unusual (a text split by a processing instruction or an element, a coordinate missing, doubled or
+out of place, a number that does not parse or is out of range) is read point by point instead,
+which names the line of what is wrong. Texts are read by XML's rules: a number split by a
+comment, a CDATA section, a character reference or a processing instruction is one number.
+
 A file that is not a usable CT read (not well-formed, a chest X-ray read, no SeriesInstanceUid)
 raises LidcError naming the file. A fault inside one element (a coordinate that is not a number,
 a region without points, a rating off its scale) drops that element only, and the reason (file,
 line, what was left out) is in `Read.problems`; nothing else escapes.
 """
 import hashlib
+import itertools
 import math
+import operator
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,23 +47,37 @@ CHARACTERISTICS = {"subtlety": 5, "internalStructure": 4, "calcification": 6, "s
 
 @dataclass
 class Session:
-    """One readingSession of one file: its marks, what was dropped from it, and digests of its
-    content (`key` of the whole, `parts` of each child element in order) to find its copies."""
+    """One readingSession of one file: its marks, what was dropped from it, and what finds its
+    copies: `keys`, a cheap signature of each child element in order (two children whose
+    digests agree always have equal keys), and `parts`, the digests themselves, computed from
+    the elements only where keys agree (see `part`)."""
     path: str
     position: int
     reader: str
-    key: str
-    parts: tuple
+    keys: tuple
     marks: list
     dropped: list  # why each element left out was ("line N: ...: ... is left out")
-    faulty: frozenset  # positions in `parts` of the children with a problem
-    mark_positions: frozenset  # positions in `parts` of the mark elements
+    faulty: frozenset  # positions in `keys` of the children with a problem
+    mark_positions: frozenset  # positions in `keys` of the mark elements
+    children: list = field(default_factory=list, repr=False, compare=False)
+    _digests: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def problems(self):
         """(path, reason) of each element left out, for the skip report."""
         return [(self.path, f"reading session {self.position}, {reason}; the rest of the file "
                             "is read") for reason in self.dropped]
+
+    def part(self, index):
+        """The digest of child `index` (`_digest`), computed once."""
+        if index not in self._digests:
+            self._digests[index] = _digest(self.children[index])
+        return self._digests[index]
+
+    @property
+    def parts(self):
+        """The digests of every child, in order."""
+        return tuple(self.part(i) for i in range(len(self.keys)))
 
 
 @dataclass
@@ -76,11 +100,16 @@ class Read:
         return self.misplaced + [p for s in self.sessions for p in s.problems]
 
 
+# Entities are never resolved and nothing is fetched: an XML file cannot make the parser read
+# another file, reach the network, or expand entities into gigabytes.
+_PARSER_OPTIONS = dict(resolve_entities=False, no_network=True, load_dtd=False,
+                       dtd_validation=False, huge_tree=False, remove_comments=True)
+# The header is in the first few kilobytes of every read.
+_HEADER_CHUNK = 4096
+
+
 def _parser():
-    # Entities are never resolved and nothing is fetched: an XML file cannot make the parser
-    # read another file, reach the network, or expand entities into gigabytes.
-    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
-                           dtd_validation=False, huge_tree=False, remove_comments=True)
+    return etree.XMLParser(**_PARSER_OPTIONS)
 
 
 def load_root(path):
@@ -107,15 +136,19 @@ def load_root(path):
         tree = etree.ElementTree(etree.fromstring(data, _parser()))
     except etree.XMLSyntaxError as e:
         raise LidcError(path, f"not well-formed XML ({e})") from None
-    # No LIDC read has a document type; one that declares entities or an external DTD is an
-    # attack (XXE, entity expansion), not a read: refused rather than parsed around.
-    if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
+    if _declares_doctype(tree):
         raise LidcError(path, "declares a document type (<!DOCTYPE>), which no LIDC read has: "
                               "refused (its entities are never expanded or fetched)")
     root = tree.getroot()
     if root is None:
         raise LidcError(path, "no root element")
     return root
+
+
+def _declares_doctype(tree):
+    # No LIDC read has a document type; one that declares entities or an external DTD is an
+    # attack (XXE, entity expansion), not a read: refused rather than parsed around.
+    return bool(tree.docinfo.doctype) or tree.docinfo.internalDTD is not None
 
 
 def _local(el):
@@ -125,14 +158,41 @@ def _local(el):
 
 
 def _children(el, name):
-    return [c for c in el if _local(c) == name]
+    # "{*}name" matches the local name in any namespace or none, in C.
+    return list(el.iterchildren(f"{{*}}{name}"))
+
+
+def _first(el, name):
+    return next(el.iterchildren(f"{{*}}{name}"), None)
+
+
+def _string(el):
+    """The text of `el` by XML's rules: all of its text, however split (XPath's string value).
+    Comments, CDATA sections and character references never split a text in lxml's tree; a
+    processing instruction or an element inside does, and then `.text` is only the first piece."""
+    return (el.text or "") if not len(el) else el.xpath("string()")
 
 
 def _text(el, name):
+    return _value(_first(el, name))
+
+
+def _value(el):
+    """The stripped text of `el`, or None for no element."""
+    return None if el is None else _string(el).strip()
+
+
+def _fields(el, names):
+    """{name: the first child of `el` with that local name} for those of `names` it has, in one
+    pass over the children that stops once each is found (a region's points come after)."""
+    found = {}
     for c in el:
-        if _local(c) == name:
-            return (c.text or "").strip()
-    return None
+        name = _local(c)
+        if name in names and name not in found:
+            found[name] = c
+            if len(found) == len(names):
+                break
+    return found
 
 
 def check_ct_read(path, root):
@@ -145,18 +205,57 @@ def check_ct_read(path, root):
 
 
 def header_uids(path, root=None):
-    """(series_uid, study_uid) of a CT read; LidcError for anything else."""
-    root = load_root(path) if root is None else root
+    """(series_uid, study_uid) of a CT read; LidcError for anything else.
+
+    Without `root`, only the start of the file is parsed, up to the end of its ResponseHeader:
+    the rest of a file is then not yet known to be well-formed (parse_read, which reads it all,
+    refuses it if it is not). Any file the start does not settle (no header there, another root
+    element, a document type, an error before the header ends) is parsed whole, so that what it
+    is refused for is what a whole parse says.
+    """
+    if root is None:
+        uids = _header_from_start(path)
+        if uids is not None:
+            return uids
+        root = load_root(path)
     check_ct_read(path, root)
-    header = next(iter(_children(root, "ResponseHeader")), None)
+    header = _first(root, "ResponseHeader")
     if header is None:
         raise LidcError(path, "no ResponseHeader, so no SeriesInstanceUid: the series it reads "
                               "is unknown")
+    return _uids(path, header)
+
+
+def _uids(path, header):
     series = _text(header, "SeriesInstanceUid")
     if not series:
         raise LidcError(path, "no SeriesInstanceUid in the ResponseHeader: the series it reads "
                               "is unknown")
     return series, _text(header, "StudyInstanceUID") or ""
+
+
+def _header_from_start(path):
+    """(series_uid, study_uid) from the first ResponseHeader of a CT read, parsed incrementally
+    and no further than its end; None for anything else (the caller then parses it whole)."""
+    try:
+        if not 0 < Path(path).stat().st_size <= MAX_XML_BYTES:
+            return None
+        # Only the headers' end events reach Python: the elements before them cost no call.
+        parser = etree.XMLPullParser(events=("end",), tag="{*}ResponseHeader",
+                                     **_PARSER_OPTIONS)
+        with open(path, "rb") as f:
+            while chunk := f.read(_HEADER_CHUNK):
+                parser.feed(chunk)
+                for _, el in parser.read_events():
+                    root = el.getparent()
+                    if root is None or root.getparent() is not None:
+                        continue  # the root itself, or deeper than its children
+                    if _declares_doctype(el.getroottree()) or _local(root) != "LidcReadMessage":
+                        return None
+                    return _uids(path, el)
+    except (OSError, etree.XMLSyntaxError, LidcError):
+        return None
+    return None
 
 
 def parse_read(path, patient_id=""):
@@ -173,8 +272,10 @@ def parse_read(path, patient_id=""):
     root = load_root(path)
     series_uid, study_uid = header_uids(path, root)
     base = dict(patient_id=patient_id, series_uid=series_uid, xml_file=str(path))
-    sessions = [_session(path, position, el, base)
-                for position, el in enumerate(_children(root, "readingSession"))]
+    elements = _children(root, "readingSession")
+    points = _bulk_points(_regions_of(elements))
+    sessions = [_session(path, position, el, base, points)
+                for position, el in enumerate(elements)]
     return Read(path=str(path), series_uid=series_uid, study_uid=study_uid, sessions=sessions,
                 misplaced=_misplaced(path, root))
 
@@ -195,72 +296,135 @@ def _misplaced(path, root):
     return out
 
 
-def _session(path, position, el, base):
+def _session(path, position, el, base, points):
     reader = f"{Path(path).stem}:{position}"
     base = dict(base, reader=reader, radiologist_id=_text(el, "servicingRadiologistID") or "")
-    marks, dropped, faulty, parts, positions, lines = [], [], set(), [], set(), {}
-    for index, child in enumerate(el):
-        parts.append(_digest(child))
+    children = list(el)
+    keys, marks, dropped, faulty, positions, seen = [], [], [], set(), set(), {}
+    session = Session(str(path), position, reader, (), marks, dropped, frozenset(), frozenset(),
+                      children)
+    for index, child in enumerate(children):
         read_mark = _MARKS.get(_local(child))
-        if read_mark is None:
+        if read_mark is None:  # a session's own fields (version, radiologist)
+            keys.append((_local(child), (child.text or "").strip(), len(child)))
             continue
         positions.add(index)
-        if parts[-1] in lines:  # one reader's mark twice over is one mark
+        mark, reasons, key = read_mark(path, child, base, points)
+        keys.append(key)
+        # One reader's mark twice over is one mark: the same digest as one read before it.
+        first = next((i for i in seen.get(key, ()) if session.part(i) == session.part(index)),
+                     None)
+        if first is not None:
             dropped.append(f"line {child.sourceline}: <{_local(child)}> repeats the one at line "
-                           f"{lines[parts[-1]]} of this session: read once")
+                           f"{children[first].sourceline} of this session: read once")
             continue
-        lines[parts[-1]] = child.sourceline
-        mark, reasons = read_mark(path, child, base)
+        seen.setdefault(key, []).append(index)
         if mark is not None:
             marks.append(mark)
         if reasons:
             faulty.add(index)
             dropped.extend(reasons)
-    key = hashlib.sha1("\0".join([_local(el), *parts]).encode()).hexdigest()
-    return Session(str(path), position, reader, key, tuple(parts), marks, dropped,
-                   frozenset(faulty), frozenset(positions))
+    session.keys, session.faulty, session.mark_positions = \
+        tuple(keys), frozenset(faulty), frozenset(positions)
+    return session
 
 
 def _digest(el):
     """A digest of an element's content as this module reads it: names without their namespace,
-    attributes, and texts without surrounding blanks (so a re-indented copy is the same)."""
+    attributes, and texts without surrounding blanks (so a re-indented copy is the same), its
+    own tail included. Two elements have the same digest exactly when `_walk_digest` says so.
+
+    Taken from lxml's serialisation (C speed) where that settles it: without attributes and
+    processing instructions, the serialisation with namespace declarations and prefixes
+    dropped, blanks next to tags removed and empty elements written one way holds exactly the
+    names and stripped texts the walk hashes. Elements with attributes or processing
+    instructions (which a copy has too, or it would not be the same) are walked.
+    """
+    text = _DECLARATIONS.sub("", etree.tostring(el, encoding=str))
+    if "<?" in text or '="' in text:
+        return "walk:" + _walk_digest(el)
+    # A carriage return, the one character lxml writes as a reference, is a blank to strip().
+    text = text.replace("&#13;", "\r")
+    if ":" in text:  # a prefix can only be there if a colon is
+        text = _PREFIXES.sub(r"<\1", text)
+    if "/>" in text:
+        text = _EMPTY.sub(r"<\1></\1>", text)
+    # Blanks after a tag, then before one: searched for in the reversed text, where the tag's
+    # "<" comes first, which the regular expression engine finds much faster than a blank.
+    text = _BLANKS_BEFORE_REVERSED.sub("<", _BLANKS_AFTER.sub(">", text)[::-1])[::-1]
+    return "text:" + hashlib.sha1(text.strip().encode()).hexdigest()
+
+
+# Serialised, element text never holds "<" or ">" (lxml writes &lt; and &gt;), so these see tags.
+_DECLARATIONS = re.compile(r' xmlns(?::[^\s=>]+)?="[^"]*"')
+_PREFIXES = re.compile(r"<(/?)[^\s<>/:]+:")
+_EMPTY = re.compile(r"<([^\s<>/]+)/>")
+_BLANKS_AFTER = re.compile(r">\s+")
+_BLANKS_BEFORE_REVERSED = re.compile(r"<\s+")
+
+
+def _walk_digest(el):
+    """The digest of `_digest`, node by node: for each element its name, attributes and text,
+    then its children, then its tail; a processing instruction (which etree.iterwalk, used
+    before, passed over with the text after it) by its target and text, then its tail."""
     h = hashlib.sha1()
-    for event, e in etree.iterwalk(el, events=("start", "end")):
-        if event == "end":
-            h.update(b"\2" + (e.tail or "").strip().encode())
-            continue
-        attributes = sorted((etree.QName(k).localname, v) for k, v in e.attrib.items())
-        h.update(f"\1{_local(e)}\3{attributes!r}\3{(e.text or '').strip()}".encode())
+    _walk(el, h)
     return h.hexdigest()
 
 
-def _nodule(path, el, base):
-    """(Mark or None, reasons for what was left out) of an unblindedReadNodule."""
-    nodule_id = _text(el, "noduleID") or ""
+def _walk(el, h):
+    if isinstance(el.tag, str):
+        attributes = sorted((etree.QName(k).localname, v) for k, v in el.attrib.items())
+        h.update(f"\1{_local(el)}\3{attributes!r}\3{(el.text or '').strip()}".encode())
+    else:  # a processing instruction (the parser drops comments)
+        h.update(f"\4{el.target}\3{(el.text or '').strip()}".encode())
+    for child in el:
+        _walk(child, h)
+    h.update(b"\2" + (el.tail or "").strip().encode())
+
+
+def _signature(el, points):
+    """A key of a mark element that two elements with the same `_digest` always share, cheap to
+    get: its name, its children's own texts (stripped, as the digest has them: not their string
+    values, which a processing instruction inside could make differ), and the points of each
+    region read on the fast path (made from those same texts; None for a region read point by
+    point, whose values could differ in that way)."""
+    return (_local(el), tuple((c.text or "").strip() for c in el), tuple(points))
+
+
+def _nodule(path, el, base, points):
+    """(Mark or None, reasons for what was left out, signature) of an unblindedReadNodule;
+    `points` is `_bulk_points` of the file's regions."""
+    fields = _fields(el, ("noduleID", "characteristics"))
+    nodule_id = _value(fields.get("noduleID")) or ""
     what = f"nodule {nodule_id!r} (line {el.sourceline})"
-    elements = _children(el, "roi")
+    elements = [(r, *points[r]) for r in _children(el, "roi")]
     # The label comes from the element structure, not from the regions that parse: a contour
     # dropped for a bad number leaves a nodule >= 3 mm, never turns it into a small one.
-    contoured = any(len(_children(r, "edgeMap")) > 1 for r in elements)
-    rois, dropped = _regions(path, elements, contoured, what)
-    characteristics, bad = _characteristics(el)
+    contoured = any(len(edges) > 1 for _, edges, _ in elements)
+    rois, dropped, fast = _regions(path, elements, contoured, what)
+    characteristics, bad = _characteristics(fields.get("characteristics"))
     dropped.extend(f"{reason}, for {what}" for reason in bad)
+    key = _signature(el, fast)
     if not rois:
         missing = "usable region" if elements else "region (roi)"
         return None, dropped + [f"line {el.sourceline}: {what} has no {missing}: the mark is "
-                                f"left out"]
+                                f"left out"], key
     mark = Mark(**base, label=NODULE if contoured else SMALL_NODULE, nodule_id=nodule_id,
                 rois=rois, characteristics=characteristics, line=el.sourceline)
-    return mark, dropped
+    return mark, dropped, key
 
 
 def _regions(path, elements, contoured, what):
-    """(Rois, reasons for what was left out) of a nodule's <roi> elements: a region that does not
-    parse, or repeats one already read (it would give the same patch twice), is left out."""
-    rois, dropped, lines = [], [], {}
-    for el in elements:
+    """(Rois, reasons for what was left out, the bytes of each region's points where the fast
+    path read them, else None) of a nodule's (<roi>, its <edgeMap>s, its fast points or None):
+    a region that does not parse, or repeats one already read (it would give the same patch
+    twice), is left out."""
+    rois, dropped, lines, fast = [], [], {}, []
+    for el, edges, points in elements:
+        fast.append(None if points is None else points.tobytes())
         try:
-            roi = _roi(path, el, contoured)
+            roi = _roi(path, el, edges, contoured, points)
         except LidcError as e:
             dropped.append(f"{e.reason}: this region of {what} is left out")
             continue
@@ -271,43 +435,114 @@ def _regions(path, elements, contoured, what):
             continue
         lines[key] = el.sourceline
         rois.append(roi)
-    return rois, dropped
+    return rois, dropped, fast
 
 
-def _non_nodule(path, el, base):
-    """(Mark or None, reasons for what was left out) of a nonNodule."""
-    nodule_id = _text(el, "nonNoduleID") or ""
+def _non_nodule(path, el, base, points):
+    """(Mark or None, reasons for what was left out, signature) of a nonNodule; `points` is
+    `_bulk_points` of the file's regions."""
+    fields = _fields(el, _NON_NODULE_FIELDS)
+    nodule_id = _value(fields.get("nonNoduleID")) or ""
+    key = _signature(el, ())
     try:
-        locus = [_point(path, p) for p in _children(el, "locus")]
-        if not locus:
+        loci, locus = points[el]
+        if locus is None:
+            locus = np.array([_point(path, p) for p in loci], np.int32)
+        if not len(locus):
             raise LidcError(path, f"line {el.sourceline}: <nonNodule> has no <locus>")
-        roi = Roi(z=_number(path, el, "imageZposition"), sop_uid=_text(el, "imageSOP_UID") or "",
-                  inclusion=True, points=np.array(locus, np.int32), line=el.sourceline)
+        roi = Roi(z=_number(path, el, "imageZposition", fields),
+                  sop_uid=_value(fields.get("imageSOP_UID")) or "", inclusion=True, points=locus,
+                  line=el.sourceline)
     except LidcError as e:
-        return None, [f"{e.reason}: non-nodule {nodule_id!r} (line {el.sourceline}) is left out"]
+        return None, [f"{e.reason}: non-nodule {nodule_id!r} (line {el.sourceline}) is left "
+                      "out"], key
     return Mark(**base, label=NON_NODULE, nodule_id=nodule_id, rois=[roi],
-                line=el.sourceline), []
+                line=el.sourceline), [], key
 
 
 _MARKS = {"unblindedReadNodule": _nodule, "nonNodule": _non_nodule}
+_NON_NODULE_FIELDS = ("nonNoduleID", "imageZposition", "imageSOP_UID")
+_ROI_FIELDS = ("imageZposition", "imageSOP_UID", "inclusion")
+_PARENT = etree._Element.getparent
+_TEXT = operator.attrgetter("text")
 
 
-def _roi(path, el, contoured):
-    points = [_point(path, p) for p in _children(el, "edgeMap")]
-    if not points:
+def _regions_of(sessions):
+    """(element, its point holders) of each region the sessions' marks have: each <roi> of a
+    nodule with its <edgeMap>s, each non-nodule with its <locus>es."""
+    for session in sessions:
+        for mark in session.iterchildren("{*}unblindedReadNodule", "{*}nonNodule"):
+            if _local(mark) == "nonNodule":
+                yield mark, _children(mark, "locus")
+            else:
+                for roi in mark.iterchildren("{*}roi"):
+                    yield roi, _children(roi, "edgeMap")
+
+
+def _bulk_points(regions):
+    """{region element: (its point holders, its (row, col) points, or None where the careful
+    path is to read them)} of (element, holders) pairs: the points of a file, in bulk.
+
+    A region's points are read in bulk when every xCoord and yCoord under it is the child of one
+    of its holders, one of each per holder (so the first of each, which the careful path reads,
+    is the only one), with nothing inside but its text (so that `.text` is all of it), and every
+    number parses, is finite and within range. Their values are then those of the careful path:
+    the same float() of the same text, rounded half to even as round() does. The numbers of the
+    whole file are converted at once; only when one of them is bad is each region converted
+    alone, to find the regions that are not.
+    """
+    found, plain, ys, xs = {}, [], [], []
+    for el, holders in regions:
+        found[el] = (holders, None)
+        x, y = list(el.iter("{*}xCoord")), list(el.iter("{*}yCoord"))
+        if list(map(_PARENT, x)) == holders and list(map(_PARENT, y)) == holders and \
+                not any(map(len, x)) and not any(map(len, y)):
+            # Texts, not the elements, are kept: holding every proxy of a file would have the
+            # garbage collector walk them over and over.
+            plain.append((el, len(ys), len(y)))
+            ys += map(_TEXT, y)
+            xs += map(_TEXT, x)
+    points = _to_points(ys, xs)
+    for el, start, n in plain:
+        part = points[start:start + n] if points is not None else \
+            _to_points(ys[start:start + n], xs[start:start + n])
+        found[el] = (found[el][0], part)
+    return found
+
+
+def _to_points(ys, xs):
+    """(row, col) int32 points from the texts of as many yCoords and xCoords; None when one is
+    missing (None), not a number, not finite or out of range."""
+    try:
+        values = np.fromiter(map(float, itertools.chain(ys, xs)), float, 2 * len(ys))
+        values = values.reshape(2, -1)
+    except (TypeError, ValueError):  # TypeError: an empty element has no text (None)
+        return None
+    # NaN compares false: one test for not a number, infinite and out of range.
+    if values.size and not np.abs(values).max() <= _LIMIT:
+        return None
+    return np.rint(values).T.astype(np.int32, order="C")
+
+
+def _roi(path, el, edges, contoured, points=None):
+    if points is None:
+        points = np.array([_point(path, p) for p in edges], np.int32).reshape(-1, 2)
+    if not len(points):
         raise LidcError(path, f"line {el.sourceline}: <roi> has no <edgeMap> point")
-    inclusion = (_text(el, "inclusion") or "TRUE").upper()
+    fields = _fields(el, _ROI_FIELDS)
+    inclusion = (_value(fields.get("inclusion")) or "TRUE").upper()
     if inclusion not in ("TRUE", "FALSE"):
         raise LidcError(path, f"line {el.sourceline}: <inclusion> is {inclusion!r}, neither "
                               "TRUE nor FALSE")
-    return Roi(z=_number(path, el, "imageZposition"), sop_uid=_text(el, "imageSOP_UID") or "",
-               inclusion=inclusion == "TRUE", points=np.array(points, np.int32),
+    return Roi(z=_number(path, el, "imageZposition", fields),
+               sop_uid=_value(fields.get("imageSOP_UID")) or "",
+               inclusion=inclusion == "TRUE", points=points,
                status=STRAY if contoured and len(points) == 1 else "", line=el.sourceline)
 
 
 def _point(path, el):
     """(row, col) from an edgeMap/locus: yCoord is the row, xCoord the column."""
-    # One pass over the children (a read holds thousands of points): the first of each wins.
+    # One pass over the children: the first of each wins.
     found = {}
     for c in el:
         found.setdefault(_local(c), c)
@@ -315,8 +550,12 @@ def _point(path, el):
             int(round(_parse_number(path, el, "xCoord", found.get("xCoord")))))
 
 
-def _number(path, el, name):
-    return _parse_number(path, el, name, next(iter(_children(el, name)), None))
+def _number(path, el, name, fields):
+    return _parse_number(path, el, name, fields.get(name))
+
+
+# Beyond any coordinate, in mm or pixels.
+_LIMIT = 1e6
 
 
 def _parse_number(path, parent, name, el):
@@ -324,7 +563,7 @@ def _parse_number(path, parent, name, el):
     missing, empty, not a number, not finite or beyond any coordinate."""
     if el is None:
         raise LidcError(path, f"line {parent.sourceline}: <{_local(parent)}> has no <{name}>")
-    where, text = f"line {el.sourceline}", (el.text or "").strip()
+    where, text = f"line {el.sourceline}", _string(el).strip()
     if not text:
         raise LidcError(path, f"{where}: <{name}> is empty")
     try:
@@ -333,19 +572,19 @@ def _parse_number(path, parent, name, el):
         raise LidcError(path, f"{where}: <{name}> is not a number: {text!r}") from None
     if not math.isfinite(value):
         raise LidcError(path, f"{where}: <{name}> is not a finite number: {text!r}")
-    if abs(value) > 1e6:
+    if abs(value) > _LIMIT:
         raise LidcError(path, f"{where}: <{name}> is out of range (beyond 1e6 mm or pixels): "
                               f"{text!r}")
     return value
 
 
 def _characteristics(el):
-    """(ratings, reasons) of a nodule's characteristics: a rating that is not a whole number on
-    its scale is left empty (never rounded or clipped into one) and named in a reason."""
-    el = next(iter(_children(el, "characteristics")), None)
+    """(ratings, reasons) of a nodule's <characteristics> (or None): a rating that is not a
+    whole number on its scale is left empty (never rounded or clipped into one) and named in a
+    reason."""
     ratings, bad, seen = {}, [], set()
     for c in (el if el is not None else ()):
-        name, text = _local(c), (c.text or "").strip()
+        name, text = _local(c), _string(c).strip()
         top = CHARACTERISTICS.get(name)
         if top is None or not text or name in seen:  # the first of each counts
             continue
@@ -419,20 +658,23 @@ def unique_sessions(sessions):
 
 
 def _same_session(a, b):
-    if a.key == b.key:
-        return True
-    if not (a.faulty or b.faulty) or len(a.parts) != len(b.parts):
+    if len(a.keys) != len(b.keys):
         return False
-    intact = [i for i in range(len(a.parts)) if i not in a.faulty | b.faulty]
+    # Keys first: digests are computed only for children whose keys agree.
+    if a.keys == b.keys and a.parts == b.parts:
+        return True
+    if not (a.faulty or b.faulty):
+        return False
+    intact = [i for i in range(len(a.keys)) if i not in a.faulty | b.faulty]
     # Agreeing on the session's header alone (version, an anonymous radiologist id) is not
     # being the same read: at least one intact mark must agree too.
-    return all(a.parts[i] == b.parts[i] for i in intact) and \
-        any(i in a.mark_positions for i in intact)
+    return all(a.keys[i] == b.keys[i] for i in intact) and \
+        all(a.part(i) == b.part(i) for i in intact) and any(i in a.mark_positions for i in intact)
 
 
 def _repeat_reason(copy, original):
     where = f"{original.path} session {original.position}"
-    if copy.key == original.key:
+    if copy.parts == original.parts:
         return (f"reading session {copy.position} repeats {where}: read once, as reader "
                 f"{original.reader}")
     damage = "; ".join(copy.dropped)

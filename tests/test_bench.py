@@ -2,6 +2,7 @@
 cohort. What they time is checked against a fake clock (the figures must be exactly the clock's),
 or, where the work runs in other processes, against sleeps of known length; never against the
 speed of the machine."""
+import math
 import time
 import types
 
@@ -10,7 +11,7 @@ import pydicom
 import pytest
 
 import bench
-from bench import inference, preprocess, roofline, train_speed
+from bench import inference, preprocess, roofline, train_speed, xml_speed
 from lidc import synthetic
 from tests.test_training_helpers import tiny_net
 
@@ -201,3 +202,29 @@ def test_scale_rows_compare_each_size_with_linear_growth():
     assert rows[0][vs_linear] == pytest.approx(1.0)
     assert rows[1][vs_linear] == pytest.approx(1.25)
     assert rows[1][scale.COLUMNS.index("ms/series")] == pytest.approx(250.0)
+
+
+def test_xml_speed_corpus_has_the_archive_make_up():
+    groups = xml_speed.layout(xml_speed.generated_groups(), xml_speed.ARCHIVE_FILES)
+    files = [name for group in groups for name, _ in group]
+    points = sum(xml_speed._points(text) for group in groups for _, text in group)
+    assert len(files) == xml_speed.ARCHIVE_FILES
+    assert sum("IdriReadMessage" in group[0][1] for group in groups) == xml_speed.ARCHIVE_CXR
+    assert sorted(len(g) for g in groups if len(g) > 1 and "correction" not in g[1][0]) == \
+        sorted(xml_speed.COPIES)
+    assert abs(points / xml_speed.ARCHIVE_POINTS - 1) < 0.02
+
+
+def test_xml_speed_times_both_sides_and_divides_them(tmp_path, capsys):
+    folder, description = xml_speed.corpus(tmp_path, 12, samples=tmp_path / "no-samples")
+    assert "generated" in description and len(xml_speed.xml_paths(folder)) == 12
+    r = xml_speed.measure(folder, repeats=1, scratch=tmp_path)
+    assert all(s > 0 for side in ("bare", "ours", "careful") for s in r[side])
+    assert r["ratio"] == (r["ours"][0] / r["bare"][0], r["ours"][1] / r["bare"][1])
+    assert all(math.isfinite(x) and x > 0 for x in r["ratio"])
+    argv = ["--files", "12", "--repeats", "1", "--no-careful", "--cache", str(tmp_path),
+            "--samples", str(tmp_path / "no-samples")]
+    assert xml_speed.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "generated reads" in out and "annotations --xml / bare parse" in out
+    assert "parsing the reads into marks" in out

@@ -3,7 +3,10 @@
 Hypothesis drops, duplicates and reorders elements of a valid read, turns numbers into junk and
 cuts the file short; the parser must return a Read whose records the next stages can use, or
 raise LidcError naming the file, and never hang. A Read accounts for every mark element: read,
-or named in its problems with the file and line. Derandomized: the same examples every run.
+or named in its problems with the file and line. The bulk path reads every mutated read as the
+careful path does, numbers written oddly (split by comments, CDATA, references, processing
+instructions) as written plainly, and digests taken from the serialisation agree with the
+walked ones. Derandomized: the same examples every run.
 """
 import copy
 import re
@@ -14,8 +17,9 @@ from lxml import etree
 
 from lidc import lesions, reads
 from lidc.errors import LidcError
-from tests.helpers import lidc_xml, square
 from lidc.stages import annotations
+from tests.helpers import lidc_xml, square
+from tests.test_reads_fast import careful, content
 
 SOPS = [f"1.2.3.{k}" for k in range(4)]
 Z = [-10.0, -12.5, -15.0, -17.5]
@@ -35,6 +39,9 @@ JUNK = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
 )
 OPS = ("drop", "duplicate", "reorder", "junk", "truncate", "splice")
+# tmp_path is shared by the examples of a test: each one overwrites the same file.
+FUZZ = settings(max_examples=150, deadline=2000, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 MUTATIONS = st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 10 ** 6), JUNK,
                                st.binary(max_size=8)), min_size=1, max_size=6)
 
@@ -112,11 +119,9 @@ def test_the_valid_read_parses(tmp_path):
     assert [m.label for m in read.marks] == [0, 1, 2, 0]
 
 
-@settings(max_examples=150, deadline=2000, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@FUZZ
 @given(mutations=MUTATIONS)
 def test_a_mutated_read_gives_records_or_lidc_error_naming_the_file(tmp_path, mutations):
-    # tmp_path is shared by the examples: each one overwrites the same file.
     path = tmp_path / "fuzz.xml"
     path.write_bytes(mutate(mutations))
     try:
@@ -127,3 +132,99 @@ def test_a_mutated_read_gives_records_or_lidc_error_naming_the_file(tmp_path, mu
         return
     event("parsed" if not read.problems else "parsed, elements left out")
     assert_usable(read, path.read_bytes())
+
+
+# The bulk path (lidc.reads._bulk_points) against the careful one, on the same mutated reads.
+
+def outcome(path):
+    """What parse_read gives for `path`: its content (tests.test_reads_fast.content), or the
+    LidcError's reason."""
+    try:
+        return content(reads.parse_read(path))
+    except LidcError as e:
+        return e.reason
+
+
+@FUZZ
+@given(mutations=MUTATIONS)
+def test_the_bulk_path_reads_a_mutated_read_as_the_careful_path_does(tmp_path, mutations):
+    path = tmp_path / "fuzz.xml"
+    path.write_bytes(mutate(mutations))
+    fast = outcome(path)
+    with careful():
+        assert outcome(path) == fast
+
+
+# Numbers written oddly but validly: split by a comment, a CDATA section, a character reference,
+# a processing instruction or an element, with blanks around.
+FORMS = (lambda a, b: f"{a}<!--c-->{b}", lambda a, b: f"<![CDATA[{a}]]>{b}",
+         lambda a, b: a + "".join(f"&#{ord(c)};" for c in b), lambda a, b: f"{a}<?p x?>{b}",
+         lambda a, b: f"{a}<i/>{b}", lambda a, b: f"\n {a}{b}\t")
+NUMBER = re.compile(r"<(xCoord|yCoord|imageZposition|malignancy)>([^<]*)</\1>")
+ODD = st.lists(st.tuples(st.integers(0, 10 ** 6), st.integers(0, len(FORMS) - 1),
+                         st.integers(0, 8)), min_size=1, max_size=8)
+
+
+def oddly_written(edits):
+    """VALID with some of its numbers (each at most once) written in the FORMS, split at a
+    chosen place."""
+    found = list(NUMBER.finditer(VALID))
+    chosen = {pick % len(found): (form, cut) for pick, form, cut in edits}
+    text = VALID
+    for k in sorted(chosen, reverse=True):  # from the end: earlier offsets stay valid
+        m, (form, cut) = found[k], chosen[k]
+        value = m.group(2)
+        at = cut % (len(value) + 1)
+        new = f"<{m.group(1)}>{FORMS[form](value[:at], value[at:])}</{m.group(1)}>"
+        text = text[:m.start()] + new + text[m.end():]
+    return text
+
+
+@settings(FUZZ, max_examples=100)
+@given(edits=ODD)
+def test_numbers_written_oddly_read_as_written_plainly_on_both_paths(tmp_path, edits):
+    (tmp_path / "plain").mkdir(exist_ok=True)
+    (tmp_path / "odd").mkdir(exist_ok=True)
+    plain, odd = tmp_path / "plain" / "001.xml", tmp_path / "odd" / "001.xml"
+    plain.write_text(VALID)
+    odd.write_text(oddly_written(edits))
+    fast = outcome(odd)
+    with careful():
+        assert outcome(odd) == fast
+    # The same marks as the plain read: only their lines differ where a form adds one.
+    strip_lines = lambda c: [(*m[:5], [r[:7] for r in m[6]]) for m in c[2]]  # noqa: E731
+    assert strip_lines(fast) == strip_lines(outcome(plain)) and fast[3] == []
+
+
+@settings(FUZZ, max_examples=100)
+@given(one=MUTATIONS, two=MUTATIONS, form=st.integers(0, 3))
+def test_serialised_digests_agree_with_walked_ones(one, two, form):
+    a = _elements(mutate(one))
+    b = _elements(_form(mutate(two), form)) + _elements(_form(mutate(one), form))
+    for x in a:
+        for y in b:
+            assert (reads._digest(x) == reads._digest(y)) == \
+                (reads._walk_digest(x) == reads._walk_digest(y))
+
+
+def _elements(data):
+    try:
+        root = etree.fromstring(data, reads._parser())
+    except etree.XMLSyntaxError:
+        return []
+    return [e for s in root for e in s][:40]
+
+
+def _form(data, form):
+    """`data` written another way with the same content: re-indented, without namespace, with
+    a prefix, or with CR LF line ends."""
+    text = data.decode("utf-8", "replace")
+    if form == 0:
+        text = text.replace("><", ">\n  <")
+    elif form == 1:
+        text = text.replace(' xmlns="http://www.nih.gov"', "")
+    elif form == 2:
+        text = re.sub(r"<(/?)(?![?!])", r"<\1n:", text).replace('xmlns="', 'xmlns:n="')
+    else:
+        text = text.replace("\n", "\r\n")
+    return text.encode()

@@ -33,8 +33,9 @@ CSV_COLUMNS = ["mark_id", "patient_id", "series_uid", "reader", "radiologist_id"
                "row_max", "col_max", "points", "lesion_id", "lesion_readers", "malignancy",
                "status", "xml_file", "line", "note"]
 # Changing how reads are read changes a unit's result from the same files: results stored by an
-# earlier version (this number in their fingerprint) are redone, never reused.
-READ_RULES = 2
+# earlier version (this number in their fingerprint) are redone, never reused. 3: a number split
+# by a processing instruction is read whole; results list the files not read apart.
+READ_RULES = 3
 SESSIONS = "reading sessions"
 REPEATED = "reading sessions repeated in another file (read once)"
 CORRECTED = "XML files replaced by TCIA's correction"
@@ -69,14 +70,15 @@ def read_series(series):
     the regions whose SOP UID was overruled by their z, go to the skip report.
 
     Returns:
-      a dict: "marks", "skipped" [(path, reason)], and "tally" (a dict of the numbers of
+      a dict: "marks", "refused" [(path, reason)] of the files not read at all, "skipped"
+      [(path, reason)] of everything else left out, and "tally" (a dict of the numbers of
       sessions read, sessions repeated and files corrected).
     """
-    reads, skipped = _reads(series)
+    reads, refused = _reads(series)
     reads, corrected = replace_corrected(reads)
     sessions, repeats = unique_sessions([s for r in reads for s in r.sessions])
     marks = [m for s in sessions for m in s.marks]
-    skipped += corrected + [p for r in reads for p in r.misplaced] + repeats + \
+    skipped = corrected + [p for r in reads for p in r.misplaced] + repeats + \
         [p for s in sessions for p in s.problems]
     table = series.slices
     if table is not None:
@@ -88,7 +90,7 @@ def read_series(series):
         mark.lesion_id = number
     # A plain dict: stored results may only hold builtins and records (lidc.io.load_pickle).
     tally = {SESSIONS: len(sessions), REPEATED: len(repeats), CORRECTED: len(corrected)}
-    return {"marks": marks, "skipped": skipped, "tally": tally}
+    return {"marks": marks, "refused": refused, "skipped": skipped, "tally": tally}
 
 
 def _reads(series):
@@ -134,7 +136,7 @@ def index_units(work):
     return units, skipped
 
 
-def xml_units(folder, workers):
+def xml_units(folder):
     """A Unit per series found in an XML-only archive (files grouped by SeriesInstanceUid)."""
     if not folder.is_dir():
         raise LidcError(folder, "no such folder")
@@ -142,7 +144,9 @@ def xml_units(folder, workers):
     if not files:
         raise LidcError(folder, "no .xml files under this folder")
     by_series, skipped = defaultdict(list), []
-    for path, uid in parallel_map(_series_of, files, workers, "xml headers", unit="file"):
+    # In this process: a header is read from the start of its file (lidc.reads.header_uids),
+    # which takes less than handing the file to a worker (bench/README.md).
+    for path, uid in parallel_map(_series_of, files, 1, "xml headers", unit="file"):
         if isinstance(uid, LidcError):
             skipped.append((uid.path, uid.reason))
         else:
@@ -171,9 +175,10 @@ def _fingerprint(series):
     return fingerprint(READ_RULES, stats, series.patient_id, series.series_uid, series.slices)
 
 
-def assemble(parts, units):
+def assemble(parts, units, refused=None):
     """All marks in unit order, with run-wide mark and lesion ids; plus skipped, and the units'
-    tallies (sessions read, repeated, files corrected) summed."""
+    tallies (sessions read, repeated, files corrected) summed. The files a unit did not read are
+    first among its skipped, or, given a list `refused`, added to that instead."""
     marks, skipped, tally = [], [], Counter()
     next_lesion = 0
     for unit in units:
@@ -183,6 +188,7 @@ def assemble(parts, units):
             # reported by run_units already).
             skipped.append((unit.key, MISSING))
             continue
+        (skipped if refused is None else refused).extend(result["refused"])
         skipped.extend(result["skipped"])
         tally.update(result["tally"])
         series_marks = result["marks"]
@@ -262,7 +268,7 @@ def run(work, workers=1, force=False, xml_dir=None):
       LidcError: no index (and no xml_dir), or xml_dir holds no XML.
     """
     if xml_dir:
-        units, skipped = xml_units(xml_dir, workers)
+        units, skipped = xml_units(xml_dir)
         inputs = {}
     else:
         index_set = manifest.check(work, index.MANIFEST, ["index.csv", "slices.csv"], "index")
@@ -270,7 +276,12 @@ def run(work, workers=1, force=False, xml_dir=None):
         inputs = {"index": manifest.digest(index_set)}
     parts = Parts(work, "annotations-xml" if xml_dir else "annotations", force=force)
     reused, done, failed = run_units(parts, units, read_series, workers, cost=_xml_bytes)
-    marks, unit_skipped, tally = assemble(parts, units)
+    refused = [] if xml_dir else None
+    marks, unit_skipped, tally = assemble(parts, units, refused)
+    if xml_dir:
+        # A file whose header reads well but whose rest does not is refused by its unit: listed
+        # with the files refused for their header, in file order, as a whole parse would have.
+        skipped = sorted(skipped + refused, key=lambda s: s[0])
     failed_keys = {key for key, _ in failed}
     skipped = skipped + failed + [s for s in unit_skipped
                                   if not (s[1] == MISSING and s[0] in failed_keys)]
