@@ -1,0 +1,374 @@
+"""Tests of training.keras_weights (`train --init-from`).
+
+The proof: Keras' ResNet50 with random weights (no download), its batch norms given random
+scales, shifts and convolution biases and then the statistics of a batch (so that a few channels'
+variances are far below 1e-3, and every activation stays near 1), written to .h5 in the Keras 2
+layout (that of the ImageNet files, written here with h5py) and in Keras 3's (`save_weights`), and
+loaded into our ResNet-50: in inference both give the same stem, pooled features and logits, for
+3-channel images, and for 1-channel ones (our stem's kernels summed over RGB, Keras fed the image
+repeated on RGB; and Keras' own 1-channel ResNet50). Then the mapping's refusals, on small files
+written without Keras.
+
+Keras builds its two ResNet50s once per module (64x64, 3 and 1 channels) and our ResNet-50 is
+built once per channel count; everything else is small.
+"""
+import functools
+import types
+
+import h5py
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import nets
+from lidc.errors import LidcError
+from nets import resnet_v1
+from training import keras_weights
+
+v1 = tf.compat.v1
+
+BATCH_NORM = ("gamma", "beta", "moving_mean", "moving_variance")
+SMALL_STAGES = [(8, 1, 1), (16, 1, 2)]
+# Layers whose first kernel is scaled down before the statistics are taken: their batch norms get a
+# variance far below 1e-3 (below 0 once shifted for our epsilon) on a channel that still matters.
+QUIET_CHANNEL = ("conv1_conv", "conv4_block2_2_conv", "conv5_block3_3_conv")
+
+
+# Files without Keras ---------------------------------------------------------------------------
+
+def keras_like_weights(stages, stem_depth=4, channels=3, classes=5, seed=0):
+    """{(layer, weight): float32 array} named and shaped as Keras' ResNet with our `stages` would
+    have them, with random values (positive variances)."""
+    rng = np.random.default_rng(seed)
+    convs, depth_in = {"conv1": (7, channels, stem_depth)}, stem_depth
+    for stage, (depth, units, _) in enumerate(stages):
+        for unit in range(1, units + 1):
+            block = f"conv{stage + 2}_block{unit}"
+            if unit == 1:
+                convs[f"{block}_0"] = (1, depth_in, depth)
+            convs.update({f"{block}_1": (1, depth_in, depth // 4),
+                          f"{block}_2": (3, depth // 4, depth // 4),
+                          f"{block}_3": (1, depth // 4, depth)})
+            depth_in = depth
+    weights = {}
+    for prefix, (size, inputs, outputs) in convs.items():
+        weights[(f"{prefix}_conv", "kernel")] = rng.normal(0, 0.1, (size, size, inputs, outputs))
+        weights[(f"{prefix}_conv", "bias")] = rng.normal(0, 0.1, outputs)
+        for kind, (low, high) in zip(BATCH_NORM, [(0.5, 1.5), (-0.1, 0.1), (-0.1, 0.1),
+                                                  (0.5, 1.5)]):
+            weights[(f"{prefix}_bn", kind)] = rng.uniform(low, high, outputs)
+    if classes:
+        weights[("predictions", "kernel")] = rng.normal(0, 0.1, (depth_in, classes))
+        weights[("predictions", "bias")] = rng.normal(0, 0.1, classes)
+    return {key: value.astype(np.float32) for key, value in weights.items()}
+
+
+def write_keras2(path, weights):
+    """Writes `weights` ({(layer, weight): array}) as Keras 2 wrote .h5 weights, the layout of
+    resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5: the root's `layer_names` (layers
+    without weights too), a group per layer whose `weight_names` ('conv1_conv/kernel:0', ...)
+    name its datasets."""
+    layers = list(dict.fromkeys(layer for layer, _ in weights))
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.array([b"input_1", b"conv1_pad"]
+                                          + [layer.encode() for layer in layers])
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["keras_version"] = b"2.2.4"
+        for empty in ("input_1", "conv1_pad"):
+            f.create_group(empty).attrs["weight_names"] = np.array([], dtype=np.float64)
+        for layer in layers:
+            names = [f"{layer}/{weight}:0" for name, weight in weights if name == layer]
+            group = f.create_group(layer)
+            group.attrs["weight_names"] = np.array([name.encode() for name in names])
+            for name in names:
+                group.create_dataset(name, data=weights[(layer, name.split("/")[-1][:-2])])
+    return path
+
+
+def small_resnet(images, num_classes, is_training):
+    return resnet_v1.resnet_v1(images, num_classes, is_training, SMALL_STAGES, scope="small",
+                               stem_depth=4)
+
+
+@functools.lru_cache(maxsize=None)
+def small_variables(channels=1, builder=small_resnet, num_classes=3):
+    """The variables of `builder` built on 16x16 images of `channels` (in a graph of their own)."""
+    with tf.Graph().as_default():
+        builder(v1.placeholder(tf.float32, [None, 16, 16, channels]), num_classes, False)
+        return tuple(v1.global_variables())
+
+
+# Keras' ResNet50 and ours ----------------------------------------------------------------------
+
+def randomised(model, rng, calibration):
+    """`model` (a Keras ResNet50) with random batch-norm scales and shifts, convolution and dense
+    biases, a few channels scaled down (QUIET_CHANNEL), then the moving averages set to the
+    statistics of the `calibration` batch (one pass in training mode with momentum 0).
+
+    The scales are drawn from [0.2, 0.6], as a trained ResNet's mostly are: with scales up to 1.5
+    the random network amplifies float32 rounding so much that our own network and its folded
+    inference form already differ by 1e-4 of the largest feature (measured), which would leave a
+    comparison with Keras at that tolerance to chance."""
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            _, _, mean, variance = layer.get_weights()
+            count = len(mean)
+            layer.set_weights([rng.uniform(0.2, 0.6, count), rng.uniform(-0.5, 0.5, count),
+                               mean, variance])
+            layer.momentum = 0.0
+        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            kernel, bias = layer.get_weights()
+            if layer.name in QUIET_CHANNEL:
+                kernel[..., 0] *= 0.01
+            layer.set_weights([kernel, rng.uniform(-0.5, 0.5, bias.shape)])
+    model(calibration, training=True)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.99
+    return model
+
+
+def keras_outputs(model, images):
+    """Keras' stem ReLU, pool, pooled features and logits of `images`, in inference."""
+    import keras
+
+    names = ("conv1_relu", "pool1_pool", "avg_pool", "predictions")
+    probe = keras.Model(model.input, [model.get_layer(name).output for name in names])
+    return dict(zip(("conv1", "pool1", "features", "logits"),
+                    (out.numpy() for out in probe(images, training=False))))
+
+
+def keras_files(model, folder, name):
+    """The weights of `model` as Keras 2 and Keras 3 files, with and without the classifier:
+    {(layout, top): path}."""
+    import keras
+
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = {(layer.name, w.name): w.numpy() for layer in model.layers for w in layer.weights}
+    notop = {key: value for key, value in weights.items() if key[0] != "predictions"}
+    without_top = keras.Model(model.input, model.get_layer("avg_pool").output)
+    files = {("keras2", True): write_keras2(folder / f"{name}_top.h5", weights),
+             ("keras2", False): write_keras2(folder / f"{name}_notop.h5", notop),
+             ("keras3", True): folder / f"{name}_top.weights.h5",
+             ("keras3", False): folder / f"{name}_notop.weights.h5"}
+    model.save_weights(files[("keras3", True)])
+    without_top.save_weights(files[("keras3", False)])
+    return files
+
+
+@pytest.fixture(scope="module")
+def keras_resnets(tmp_path_factory):
+    """Keras' ResNet50 at 64x64 with 3 and with 1 channel, randomised; their outputs on a batch
+    of 2 images x (1 channel; the 3-channel model is fed x repeated on RGB) and their files."""
+    import keras
+
+    # An earlier test's command may have turned eager execution off for the whole process.
+    assert tf.executing_eagerly(), "Keras needs eager execution"
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(2, 64, 64, 1)).astype(np.float32)
+    folder = tmp_path_factory.mktemp("keras")
+    found = {"x": x}
+    for channels in (3, 1):
+        model = randomised(keras.applications.ResNet50(
+            weights=None, input_shape=(64, 64, channels), classes=3, classifier_activation=None),
+            rng, rng.uniform(size=(8, 64, 64, channels)).astype(np.float32))
+        found[channels] = types.SimpleNamespace(
+            outputs=keras_outputs(model, np.repeat(x, channels, axis=3)),
+            files=keras_files(model, folder, f"rgb{channels}"))
+        if channels == 3:
+            model.save(folder / "model.h5")  # the whole model, weights under model_weights/
+            found["model"] = folder / "model.h5"
+    keras.backend.clear_session()
+    return types.SimpleNamespace(**{f"c{k}" if isinstance(k, int) else k: v
+                                    for k, v in found.items()})
+
+
+@functools.lru_cache(maxsize=None)
+def our_resnet50(channels):
+    """Our ResNet-50 on 64x64 images of `channels`, as the trainer builds it (an is_training
+    switch defaulting to False): (graph, images, end points, variables)."""
+    graph = tf.Graph()
+    with graph.as_default():
+        images = v1.placeholder(tf.float32, [None, 64, 64, channels])
+        is_training = v1.placeholder_with_default(False, [])
+        _, end_points = resnet_v1.resnet50(images, 3, is_training)
+        return graph, images, end_points, tuple(v1.global_variables())
+
+
+def ours_from(path, channels, images):
+    """Our ResNet-50 of `channels` started from `path`: (its stem, pool, features and logits of
+    `images`, the Imported)."""
+    graph, placeholder, end_points, variables = our_resnet50(channels)
+    imported = keras_weights.import_weights(path, variables)
+    with v1.Session(graph=graph) as session:
+        session.run(v1.variables_initializer(variables))
+        keras_weights.assign(session, variables, imported.values)
+        outputs = session.run({k: end_points[k] for k in ("conv1", "pool1", "features",
+                                                          "logits")}, {placeholder: images})
+    return outputs, imported
+
+
+def assert_close(ours, keras, relative):
+    """|ours - keras| <= relative x the largest |keras| (float32 sums in other orders through 50
+    layers: the difference grows stage by stage, from ~1e-6 at the stem to a few 1e-5 of the
+    largest value at the features)."""
+    assert ours.shape == keras.shape
+    scale = np.abs(keras).max()
+    assert 0.5 < scale < 100  # the comparison is of activations of ordinary size
+    np.testing.assert_array_less(np.abs(ours - keras), relative * scale)
+
+
+LOGITS = ("resnet50/logits/weights", "resnet50/logits/biases")
+
+
+@pytest.mark.parametrize("layout", ["keras2", "keras3"])
+@pytest.mark.parametrize("top", [False, True], ids=["notop", "top"])
+def test_our_resnet50_gives_keras_outputs_for_3_channels(keras_resnets, layout, top):
+    expected = keras_resnets.c3.outputs
+    ours, imported = ours_from(keras_resnets.c3.files[(layout, top)], 3,
+                               np.repeat(keras_resnets.x, 3, axis=3))
+    # The stem's windows are Keras': a one-pixel shift would differ by the activations' size.
+    assert_close(ours["conv1"], expected["conv1"], 1e-5)
+    assert_close(ours["pool1"], expected["pool1"], 1e-5)
+    assert_close(ours["features"], expected["features"], 1e-4)
+    assert len(imported.loaded) == 267 - (0 if top else 2)
+    if top:
+        assert_close(ours["logits"], expected["logits"], 1e-4)
+        assert imported.initial == ()
+    else:
+        assert imported.initial == LOGITS
+        assert "the file has no classifier (Keras' include_top=False)" in imported.notes
+
+
+def test_our_1_channel_resnet50_sums_the_stem_and_gives_keras_outputs_on_rgb(keras_resnets):
+    expected = keras_resnets.c3.outputs  # of x repeated on RGB
+    ours, imported = ours_from(keras_resnets.c3.files[("keras2", True)], 1, keras_resnets.x)
+    for name in ("conv1", "pool1"):
+        assert_close(ours[name], expected[name], 1e-5)
+    assert_close(ours["features"], expected["features"], 1e-4)
+    assert_close(ours["logits"], expected["logits"], 1e-4)
+    assert any("stem kernels summed" in note for note in imported.notes)
+
+
+@pytest.mark.parametrize("layout", ["keras2", "keras3"])
+def test_keras_own_1_channel_resnet50_loads_as_it_is(keras_resnets, layout):
+    expected = keras_resnets.c1.outputs
+    ours, imported = ours_from(keras_resnets.c1.files[(layout, False)], 1, keras_resnets.x)
+    assert_close(ours["features"], expected["features"], 1e-4)
+    assert not any("stem" in note for note in imported.notes)
+
+
+def test_every_layout_reads_the_same_weights(keras_resnets):
+    files = keras_resnets.c3.files
+    reference = keras_weights.read_h5(files[("keras2", True)])
+    assert ("conv1_conv", "kernel") in reference and len(reference) == 320
+    for path in (files[("keras3", True)], keras_resnets.model):
+        read = keras_weights.read_h5(path)
+        assert read.keys() == reference.keys(), path
+        for key in read:
+            np.testing.assert_array_equal(read[key], reference[key], err_msg=str(key))
+    notop = keras_weights.read_h5(files[("keras3", False)])
+    assert notop.keys() == reference.keys() - {("predictions", "kernel"), ("predictions", "bias")}
+
+
+# The adaptations -------------------------------------------------------------------------------
+
+def test_the_bias_and_the_epsilon_go_into_the_moving_averages_exactly():
+    rng = np.random.default_rng(1)
+    weights = {("conv1_conv", "kernel"): rng.normal(size=(7, 7, 3, 5)),
+               ("conv1_conv", "bias"): rng.normal(size=5),
+               ("conv1_bn", "gamma"): rng.uniform(0.5, 2, 5),
+               ("conv1_bn", "beta"): rng.normal(size=5),
+               ("conv1_bn", "moving_mean"): rng.normal(size=5),
+               # Two variances below 0.00099, whose shifted values are below 0.
+               ("conv1_bn", "moving_variance"): np.array([1e-6, 5e-4, 0.01, 1.0, 3.0])}
+    ours, notes = keras_weights.network_values(weights, "f.h5")
+    value = {name: array.astype(np.float64) for name, (array, _) in ours.items()}
+    assert ours["conv1/bn/moving_mean"][1] == "conv1_bn/moving_mean"
+    assert (value["conv1/bn/moving_variance"][:2] < 0).all()
+    conv = rng.normal(size=(100, 5))  # convolution outputs without the bias
+    keras = {k: weights[("conv1_bn", k)] for k in BATCH_NORM}
+    expected = (keras["gamma"] * (conv + weights[("conv1_conv", "bias")] - keras["moving_mean"])
+                / np.sqrt(keras["moving_variance"] + 1.001e-5) + keras["beta"])
+    got = (value["conv1/bn/gamma"] * (conv - value["conv1/bn/moving_mean"])
+           / np.sqrt(value["conv1/bn/moving_variance"] + nets.layers.BATCH_NORM_EPSILON)
+           + value["conv1/bn/beta"])
+    np.testing.assert_allclose(got, expected, rtol=2e-4)  # float32 rounding of tiny variances
+    assert len(notes) == 2
+
+
+def test_the_classifier_is_dropped_when_the_classes_differ_and_loaded_when_they_agree(tmp_path):
+    for classes, loaded in ((5, False), (3, True)):
+        path = write_keras2(tmp_path / f"c{classes}.h5", keras_like_weights(SMALL_STAGES,
+                                                                             classes=classes))
+        imported = keras_weights.import_weights(path, small_variables())
+        assert ("small/logits/weights" in imported.values) is loaded
+        assert bool(imported.initial) is not loaded
+        assert any("classifier" in note for note in imported.notes) is not loaded
+
+
+# Refusals --------------------------------------------------------------------------------------
+
+def refused(tmp_path, weights, variables=None):
+    """The message import_weights refuses a Keras 2 file of `weights` with."""
+    path = write_keras2(tmp_path / "weights.h5", weights)
+    with pytest.raises(LidcError) as error:
+        keras_weights.import_weights(path, variables or small_variables())
+    assert str(path) in str(error.value)
+    return str(error.value)
+
+
+def test_a_shape_mismatch_names_the_file_the_variables_and_both_shapes(tmp_path):
+    weights = keras_like_weights(SMALL_STAGES)
+    weights[("conv2_block1_2_conv", "kernel")] = np.zeros((3, 3, 2, 3), np.float32)
+    assert refused(tmp_path, weights).endswith(
+        "conv2_block1_2_conv/kernel has shape [3, 3, 2, 3], the network's "
+        "small/block1/unit_1/bottleneck/conv2/weights [3, 3, 2, 2]")
+
+
+def test_a_1_channel_stem_is_not_spread_over_3_channels(tmp_path):
+    message = refused(tmp_path, keras_like_weights(SMALL_STAGES, channels=1),
+                      small_variables(channels=3))
+    assert "conv1_conv/kernel has shape [7, 7, 1, 4], the network's small/conv1/weights " \
+           "[7, 7, 3, 4]" in message
+
+
+def test_a_deeper_resnet_file_and_a_shallower_one_are_refused(tmp_path):
+    deeper = keras_like_weights([(8, 2, 1), (16, 1, 2)])
+    assert "the network small has no variable for conv2_block2_1_bn/beta" in refused(
+        tmp_path, deeper)
+    shallower = keras_like_weights([(8, 1, 1)], classes=0)
+    assert "no weight for the network's small/block2/unit_1" in refused(tmp_path, shallower)
+
+
+def test_a_network_that_is_not_a_resnet_is_refused(tmp_path):
+    message = refused(tmp_path, keras_like_weights(SMALL_STAGES),
+                      small_variables(builder=nets.get("lenet5")))
+    assert "no weight for the network's lenet5/" in message
+    assert "--init-from reads Keras' ResNet into our ResNets" in message
+
+
+def test_layers_of_other_networks_and_keras_older_resnet50_are_refused(tmp_path):
+    weights = keras_like_weights(SMALL_STAGES)
+    message = refused(tmp_path, {**weights, ("dense_7", "kernel"): np.zeros((2, 2), np.float32)})
+    assert "layer 'dense_7' is not one of Keras' ResNet" in message
+    older = {("bn_conv1" if layer == "conv1_bn" else layer, weight): value
+             for (layer, weight), value in weights.items()}
+    assert "older keras_applications ResNet50's file" in refused(tmp_path, older)
+
+
+def test_files_that_are_not_keras_weights_are_refused(tmp_path):
+    text = tmp_path / "notes.h5"
+    text.write_text("not HDF5")
+    with pytest.raises(LidcError, match="not a readable HDF5 file"):
+        keras_weights.read_h5(text)
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f.create_dataset("x", data=np.zeros(3))
+    with pytest.raises(LidcError, match="not a Keras weights file"):
+        keras_weights.read_h5(other)
+    with pytest.raises(LidcError, match="missing.h5: no such weights file"):
+        keras_weights.source_sha1(tmp_path / "missing.h5")
