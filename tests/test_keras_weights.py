@@ -7,12 +7,14 @@ layout (that of the ImageNet files, written here with h5py) and in Keras 3's (`s
 loaded into our ResNet-50: in inference both give the same stem, pooled features and logits, for
 3-channel images, and for 1-channel ones (our stem's kernels summed over RGB, Keras fed the image
 repeated on RGB; and Keras' own 1-channel ResNet50). Then the mapping's refusals, on small files
-written without Keras.
+written without Keras, and a training run started from such a file: what it records, its resume.
 
 Keras builds its two ResNet50s once per module (64x64, 3 and 1 channels) and our ResNet-50 is
 built once per channel count; everything else is small.
 """
 import functools
+import hashlib
+import json
 import types
 
 import h5py
@@ -23,7 +25,11 @@ import tensorflow as tf
 import nets
 from lidc.errors import LidcError
 from nets import resnet_v1
-from training import keras_weights
+from tests.test_training_helpers import train_config, write_dataset
+from tools import train as train_tool
+from training import keras_weights, runner
+from training.loop import Hooks
+from training.rundir import RunDir
 
 v1 = tf.compat.v1
 
@@ -372,3 +378,48 @@ def test_files_that_are_not_keras_weights_are_refused(tmp_path):
         keras_weights.read_h5(other)
     with pytest.raises(LidcError, match="missing.h5: no such weights file"):
         keras_weights.source_sha1(tmp_path / "missing.h5")
+
+
+# A training run --------------------------------------------------------------------------------
+
+def checkpoint_values(run_dir):
+    reader = tf.train.load_checkpoint(str(RunDir(run_dir).ckpt))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+
+
+def test_a_run_starts_from_the_file_and_its_resume_keeps_the_checkpoint(tmp_path, monkeypatch):
+    write_dataset(tmp_path / "work")
+    path = write_keras2(tmp_path / "imagenet.h5", keras_like_weights(SMALL_STAGES))
+    # A learning rate too small to move a weight: the checkpoint holds the imported values.
+    config = train_config(tmp_path, init_from=str(path), lr=1e-12, max_steps=10, eval_every=10)
+    logs = []
+    runner.run_training(config, builder=small_resnet, hooks=Hooks(log=logs.append))
+    run = RunDir(tmp_path / "runs" / "tiny")
+    saved = json.loads(run.config.read_text())
+    assert saved["init_from"] == str(path)
+    assert saved["init_from_sha1"] == hashlib.sha1(path.read_bytes()).hexdigest()
+    expected = keras_weights.import_weights(path, small_variables()).values
+    stored = checkpoint_values(run.root)
+    for name in ("small/conv1/weights", "small/conv1/bn/gamma",
+                 "small/block2/unit_1/bottleneck/shortcut/weights"):
+        np.testing.assert_allclose(stored[name], expected[name], rtol=1e-6, err_msg=name)
+    assert any("left at their initialisation: small/logits/weights, small/logits/biases" in line
+               for line in logs)
+
+    def never(*args):
+        raise AssertionError("a resumed run imported the file again")
+
+    monkeypatch.setattr(keras_weights, "import_weights", never)
+    steps = []
+    runner.run_training({**config, "max_steps": 20}, resume=True, builder=small_resnet,
+                        hooks=Hooks(after_step=steps.append, log=lambda *a: None))
+    assert steps[0] == 11 and steps[-1] == 20
+    write_keras2(path, keras_like_weights(SMALL_STAGES, seed=1))  # another file, same path
+    with pytest.raises(LidcError, match="cannot resume with other options.*--init-from-sha1"):
+        runner.run_training({**config, "max_steps": 30}, resume=True, builder=small_resnet)
+
+
+def test_train_takes_init_from():
+    args = train_tool.build_parser().parse_args(["--net", "resnet50", "--init-from", "w.h5"])
+    assert args.init_from == "w.h5"
+    assert train_tool.build_parser().parse_args(["--net", "resnet50"]).init_from is None
