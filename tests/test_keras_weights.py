@@ -9,12 +9,17 @@ loaded into our ResNet-50: in inference both give the same stem, pooled features
 repeated on RGB; and Keras' own 1-channel ResNet50). Then the mapping's refusals, on small files
 written without Keras, and a training run started from such a file: what it records, its resume.
 
-Keras builds its two ResNet50s once per module (64x64, 3 and 1 channels) and our ResNet-50 is
-built once per channel count; everything else is small.
+Keras builds its two ResNet50s once per module (64x64, 3 and 1 channels), in a process of its own
+(tests.keras_reference), and our ResNet-50 is built once per channel count; everything else is
+small.
 """
 import functools
 import hashlib
 import json
+import os
+import pathlib
+import subprocess
+import sys
 import types
 
 import h5py
@@ -25,6 +30,8 @@ import tensorflow as tf
 import nets
 from lidc.errors import LidcError
 from nets import resnet_v1
+from tests import keras_reference
+from tests.keras_reference import write_keras2
 from tests.test_training_helpers import train_config, write_dataset
 from tools import train as train_tool
 from training import keras_weights, runner
@@ -35,9 +42,6 @@ v1 = tf.compat.v1
 
 BATCH_NORM = ("gamma", "beta", "moving_mean", "moving_variance")
 SMALL_STAGES = [(8, 1, 1), (16, 1, 2)]
-# Layers whose first kernel is scaled down before the statistics are taken: their batch norms get a
-# variance far below 1e-3 (below 0 once shifted for our epsilon) on a channel that still matters.
-QUIET_CHANNEL = ("conv1_conv", "conv4_block2_2_conv", "conv5_block3_3_conv")
 
 
 # Files without Keras ---------------------------------------------------------------------------
@@ -69,28 +73,6 @@ def keras_like_weights(stages, stem_depth=4, channels=3, classes=5, seed=0):
     return {key: value.astype(np.float32) for key, value in weights.items()}
 
 
-def write_keras2(path, weights):
-    """Writes `weights` ({(layer, weight): array}) as Keras 2 wrote .h5 weights, the layout of
-    resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5: the root's `layer_names` (layers
-    without weights too), a group per layer whose `weight_names` ('conv1_conv/kernel:0', ...)
-    name its datasets."""
-    layers = list(dict.fromkeys(layer for layer, _ in weights))
-    with h5py.File(path, "w") as f:
-        f.attrs["layer_names"] = np.array([b"input_1", b"conv1_pad"]
-                                          + [layer.encode() for layer in layers])
-        f.attrs["backend"] = b"tensorflow"
-        f.attrs["keras_version"] = b"2.2.4"
-        for empty in ("input_1", "conv1_pad"):
-            f.create_group(empty).attrs["weight_names"] = np.array([], dtype=np.float64)
-        for layer in layers:
-            names = [f"{layer}/{weight}:0" for name, weight in weights if name == layer]
-            group = f.create_group(layer)
-            group.attrs["weight_names"] = np.array([name.encode() for name in names])
-            for name in names:
-                group.create_dataset(name, data=weights[(layer, name.split("/")[-1][:-2])])
-    return path
-
-
 def small_resnet(images, num_classes, is_training):
     return resnet_v1.resnet_v1(images, num_classes, is_training, SMALL_STAGES, scope="small",
                                stem_depth=4)
@@ -106,90 +88,25 @@ def small_variables(channels=1, builder=small_resnet, num_classes=3):
 
 # Keras' ResNet50 and ours ----------------------------------------------------------------------
 
-def randomised(model, rng, calibration):
-    """`model` (a Keras ResNet50) with random batch-norm scales and shifts, convolution and dense
-    biases, a few channels scaled down (QUIET_CHANNEL), then the moving averages set to the
-    statistics of the `calibration` batch (one pass in training mode with momentum 0).
-
-    The scales are drawn from [0.2, 0.6], as a trained ResNet's mostly are: with scales up to 1.5
-    the random network amplifies float32 rounding so much that our own network and its folded
-    inference form already differ by 1e-4 of the largest feature (measured), which would leave a
-    comparison with Keras at that tolerance to chance."""
-    import keras
-
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            _, _, mean, variance = layer.get_weights()
-            count = len(mean)
-            layer.set_weights([rng.uniform(0.2, 0.6, count), rng.uniform(-0.5, 0.5, count),
-                               mean, variance])
-            layer.momentum = 0.0
-        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-            kernel, bias = layer.get_weights()
-            if layer.name in QUIET_CHANNEL:
-                kernel[..., 0] *= 0.01
-            layer.set_weights([kernel, rng.uniform(-0.5, 0.5, bias.shape)])
-    model(calibration, training=True)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.99
-    return model
-
-
-def keras_outputs(model, images):
-    """Keras' stem ReLU, pool, pooled features and logits of `images`, in inference."""
-    import keras
-
-    names = ("conv1_relu", "pool1_pool", "avg_pool", "predictions")
-    probe = keras.Model(model.input, [model.get_layer(name).output for name in names])
-    return dict(zip(("conv1", "pool1", "features", "logits"),
-                    (out.numpy() for out in probe(images, training=False))))
-
-
-def keras_files(model, folder, name):
-    """The weights of `model` as Keras 2 and Keras 3 files, with and without the classifier:
-    {(layout, top): path}."""
-    import keras
-
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = {(layer.name, w.name): w.numpy() for layer in model.layers for w in layer.weights}
-    notop = {key: value for key, value in weights.items() if key[0] != "predictions"}
-    without_top = keras.Model(model.input, model.get_layer("avg_pool").output)
-    files = {("keras2", True): write_keras2(folder / f"{name}_top.h5", weights),
-             ("keras2", False): write_keras2(folder / f"{name}_notop.h5", notop),
-             ("keras3", True): folder / f"{name}_top.weights.h5",
-             ("keras3", False): folder / f"{name}_notop.weights.h5"}
-    model.save_weights(files[("keras3", True)])
-    without_top.save_weights(files[("keras3", False)])
-    return files
-
-
 @pytest.fixture(scope="module")
 def keras_resnets(tmp_path_factory):
-    """Keras' ResNet50 at 64x64 with 3 and with 1 channel, randomised; their outputs on a batch
-    of 2 images x (1 channel; the 3-channel model is fed x repeated on RGB) and their files."""
-    import keras
-
-    # An earlier test's command may have turned eager execution off for the whole process.
-    assert tf.executing_eagerly(), "Keras needs eager execution"
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    x = rng.uniform(size=(2, 64, 64, 1)).astype(np.float32)
+    """Keras' ResNet50s made by tests.keras_reference in a process of its own: their files and
+    their outputs on the batch x."""
     folder = tmp_path_factory.mktemp("keras")
-    found = {"x": x}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run([sys.executable, "-m", "tests.keras_reference", str(folder)],
+                          cwd=pathlib.Path(__file__).parent.parent, env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with np.load(folder / "outputs.npz") as saved:
+        outputs = dict(saved)
+    found = {"x": outputs.pop("x"), "model": folder / "model.h5"}
     for channels in (3, 1):
-        model = randomised(keras.applications.ResNet50(
-            weights=None, input_shape=(64, 64, channels), classes=3, classifier_activation=None),
-            rng, rng.uniform(size=(8, 64, 64, channels)).astype(np.float32))
-        found[channels] = types.SimpleNamespace(
-            outputs=keras_outputs(model, np.repeat(x, channels, axis=3)),
-            files=keras_files(model, folder, f"rgb{channels}"))
-        if channels == 3:
-            model.save(folder / "model.h5")  # the whole model, weights under model_weights/
-            found["model"] = folder / "model.h5"
-    keras.backend.clear_session()
-    return types.SimpleNamespace(**{f"c{k}" if isinstance(k, int) else k: v
-                                    for k, v in found.items()})
+        found[f"c{channels}"] = types.SimpleNamespace(
+            outputs={name: outputs[f"c{channels}_{name}"] for name in keras_reference.OUTPUTS},
+            files={(layout, top): keras_reference.file_path(folder, channels, layout, top)
+                   for layout in ("keras2", "keras3") for top in (False, True)})
+    return types.SimpleNamespace(**found)
 
 
 @functools.lru_cache(maxsize=None)
