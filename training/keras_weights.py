@@ -33,7 +33,20 @@ What is adapted, each exactly (up to float32 rounding) in inference:
   - The classifier is loaded when it has the network's classes; otherwise it is dropped and the
     logits layer keeps its initialisation.
 Every other weight must match one variable by name and shape, and every variable one weight:
-anything else stops with the file, the names and both shapes.
+anything else stops with the file, the names and both shapes. The older keras_applications
+ResNet50 file (Caffe's layer names: bn_conv1, res2a_branch2a, ...) is refused with a pointer to
+the current one.
+
+Why the variance and not a batch-norm epsilon per network (a scoped setting of nets.layers): the
+checkpoints, the folded export, evaluation and every resumed run would then have to carry it;
+shifting the imported variances keeps one epsilon for the project and is exact where the imported
+values are used as they are, in inference.
+
+Not adapted: the inputs. ImageNet's ResNet50 was trained on 224x224 RGB images in Caffe's
+preprocessing (BGR, 0-255, minus the ImageNet mean); our patches are 64x64 CT windowed to [0, 1],
+so the stem sees values about 100 times smaller. Training normalises with each batch's statistics
+and absorbs that, but the moving averages start as ImageNet's and need a few hundred steps (decay
+0.99) to become the patches': the first evaluations of such a run say little.
 
 Usage:
   imported = import_weights("resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", variables)
