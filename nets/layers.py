@@ -227,6 +227,45 @@ def max_pool(inputs, size, stride, padding="SAME", scope="pool"):
     return tf.nn.max_pool2d(inputs, size, stride, padding, name=scope)
 
 
+def fixed_padding(inputs, kernel_size):
+    """NHWC `inputs` padded with zeros for a kernel_size window as TF-slim's `conv2d_same`
+    (resnet_utils) and Keras' ResNet pad them: (k - 1) // 2 rows and columns before the map and
+    the rest after it, whatever its size and the stride; a VALID convolution or pool follows.
+
+    TensorFlow's SAME pads what the stride leaves over, mostly after the map: a 7x7/2 convolution
+    of a 64-pixel map is padded 2 before and 3 after where Keras' ResNet pads 3 and 3, so the
+    windows sit one pixel apart. At stride 1 with an odd kernel the two agree. A separate pad, not
+    the explicit paddings tf.nn.conv2d and tf.nn.max_pool2d take: their gradient kernels ran 6
+    and 30 times slower on ResNet's stem (bench/README.md).
+
+    Args:
+      inputs: tensor [batch, height, width, channels].
+      kernel_size: side of the square window.
+
+    Returns:
+      [batch, height + k - 1, width + k - 1, channels].
+    """
+    before = (kernel_size - 1) // 2
+    after = kernel_size - 1 - before
+    return tf.pad(inputs, [[0, 0], [before, after], [before, after], [0, 0]])
+
+
+def conv_bn_relu_same(inputs, depth, kernel_size, is_training, stride=1, scope="conv"):
+    """`conv_bn_relu` of the inputs padded by `fixed_padding`, convolved VALID: TF-slim's
+    `conv2d_same`, and the stem of Keras' ResNet, whose ImageNet weights the training can start
+    from. Same variables and output shape as `conv_bn_relu`; the windows differ only where the
+    stride is above 1.
+
+    Arguments, returns and errors as for `conv_bn`. Settings: those of `conv_bn_relu` (an
+    arg_scope naming conv_bn_relu sets them here too).
+    """
+    settings = scoping.settings(conv_bn_relu)
+    settings.padding = "VALID"
+    with tf.compat.v1.variable_scope(scope):
+        return tf.nn.relu(_conv_bn(fixed_padding(inputs, kernel_size), depth, kernel_size,
+                                   is_training, stride, settings))
+
+
 def global_avg_pool(inputs, scope="pool"):
     """The mean over height and width: [batch, height, width, channels] -> [batch, channels]."""
     return tf.reduce_mean(inputs, axis=[1, 2], name=scope)
@@ -267,12 +306,14 @@ def classifier(inputs, hidden, num_classes, is_training, end_points, dropout_rat
 
 def _conv_bn(inputs, depth, kernel_size, is_training, stride, settings):
     """The convolution and batch norm of conv_bn(_relu) in the current variable scope. Folded, the
-    convolution has a bias and the batch norm is gone."""
+    convolution has a bias and the batch norm is gone. Padded SAME, or by `settings.padding` where
+    the layer fixes its own (conv_bn_relu_same)."""
     folded = settings.fold_batch_norm
     if folded and tf.get_static_value(is_training) in (None, True):
         raise ValueError("folded batch norm is for inference: is_training must be False")
     weights = _weights([kernel_size, kernel_size, int(inputs.shape[-1]), depth], settings)
-    outputs = _convolve(inputs, weights, stride, "SAME", use_bias=folded)
+    outputs = _convolve(inputs, weights, stride, getattr(settings, "padding", "SAME"),
+                        use_bias=folded)
     return outputs if folded else batch_norm(outputs, is_training)
 
 
@@ -331,4 +372,4 @@ def _smart_cond(pred, true_fn, false_fn):
 __all__ = ["BATCH_NORM_DECAY", "BATCH_NORM_EPSILON", "WITH_BATCH_NORM", "WITH_WEIGHTS",
            "arg_scope", "current_arg_scope", "he_initializer", "batch_norm", "conv_relu",
            "conv_bn", "conv_bn_relu", "dense", "dropout", "relu", "max_pool", "global_avg_pool",
-           "flatten", "classifier"]
+           "flatten", "classifier", "fixed_padding", "conv_bn_relu_same"]

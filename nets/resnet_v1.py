@@ -15,6 +15,13 @@ to the 3x3 one). Convolutions have no bias, since batch norm follows each.
 A 64x64 input becomes 32x32 after the stem's convolution, 16x16 after its pool, then 16x16x256
 (block1), 8x8x512 (block2), 4x4x1024 (block3) and 2x2x2048 (block4).
 
+The stem is padded as in TF-slim's resnet_v1 (`conv2d_same`) and Keras' ResNet50: the 7x7/2
+convolution's input with 3 zeros before and after the map, the 3x3/2 pool's with 1 and 1
+(`layers.fixed_padding`, then VALID), rather than TensorFlow's SAME, which pads a stride-2 window
+of an even map mostly after it. So the weights of Keras' ResNet50 (imported by `train
+--init-from`) give here what they give in Keras. The pool's zeros change no maximum: they follow
+a ReLU, whose outputs are never below 0 (SAME's pool would ignore its padding, as -inf would).
+
 Trainable parameters for 64x64x1 inputs and 3 classes: ResNet-50 23,507,907; ResNet-101
 42,500,035; ResNet-152 58,143,683. Forward cost per 64x64 image (2 x the multiply-adds of the
 convolutions and the dense layer): 0.617, 1.223 and 1.829 GFLOPs.
@@ -109,9 +116,13 @@ def resnet_v1(images, num_classes, is_training, stages, scope="resnet_v1", stem_
     """
     end_points = {}
     with tf.compat.v1.variable_scope(scope):
-        net = layers.conv_bn_relu(images, stem_depth, 7, is_training, stride=2, scope="conv1")
+        # Padded as Keras' ResNet and slim's conv2d_same are (3 and 3, 1 and 1), not SAME's 2 and
+        # 3, 0 and 1: the windows Keras' weights were trained with (train --init-from).
+        net = layers.conv_bn_relu_same(images, stem_depth, 7, is_training, stride=2,
+                                       scope="conv1")
         end_points["conv1"] = net
-        net = layers.max_pool(net, 3, 2, scope="pool1")
+        # Zeros, as Keras pads: the same maxima as SAME's ignored padding, after the ReLU.
+        net = layers.max_pool(layers.fixed_padding(net, 3), 3, 2, padding="VALID", scope="pool1")
         end_points["pool1"] = net
         for index, (depth, units, stride) in enumerate(stages):
             name = "block%d" % (index + 1)

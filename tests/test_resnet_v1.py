@@ -1,11 +1,12 @@
 """Tests of nets.resnet_v1, in the manner of TF-slim's resnet_v1_test.py; runs a tiny variant (a
 4-channel stem and two stages of 8 and 16 channels, 32x32 inputs)."""
+import numpy as np
 import pytest
 import tensorflow as tf
 
 from nets import resnet_v1
 from tests.nets_helpers import (NUM_CLASSES, built, check_modes, make_inputs, output_shapes,
-                                static_shapes, variable_names)
+                                random_images, static_shapes, variable_names)
 
 TINY_STAGES = [(8, 1, 1), (16, 2, 2)]
 TINY_SIZE = 32
@@ -103,3 +104,26 @@ def test_unknown_batch_size():
 def test_default_image_size():
     assert {builder.default_image_size for builder in (
         resnet_v1.resnet_v1, resnet_v1.resnet50, resnet_v1.resnet101, resnet_v1.resnet152)} == {64}
+
+
+def test_the_stem_is_padded_as_slims_conv2d_same_and_keras_resnet():
+    # 3 rows and columns of zeros before and after the image for the 7x7/2 convolution, 1 and 1
+    # for the 3x3/2 pool (SAME would pad 2 and 3, 0 and 1: windows one pixel away).
+    with tf.Graph().as_default():
+        images, is_training = make_inputs(size=TINY_SIZE)
+        _, end_points = tiny_resnet(images, is_training)
+        # The stem's kernel; its batch norm is still at mean 0, variance 1, gamma 1, beta 0.
+        (weights,) = [v for v in tf.compat.v1.global_variables()
+                      if v.op.name == "tiny/conv1/weights"]
+        pad = tf.pad(images, [[0, 0], [3, 3], [3, 3], [0, 0]])
+        conv1 = tf.nn.relu(tf.nn.conv2d(pad, weights, 2, "VALID") / tf.sqrt(1.0 + 1e-3))
+        pool1 = tf.nn.max_pool2d(tf.pad(conv1, [[0, 0], [1, 1], [1, 1], [0, 0]]), 3, 2, "VALID")
+        same = tf.nn.relu(tf.nn.conv2d(images, weights, 2, "SAME") / tf.sqrt(1.0 + 1e-3))
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            ours, expected, with_same = session.run(
+                [[end_points["conv1"], end_points["pool1"]], [conv1, pool1], same],
+                {images: random_images(2, TINY_SIZE)})
+    for got, want in zip(ours, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert np.abs(with_same - ours[0]).max() > 0.1

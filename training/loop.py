@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from lidc.errors import LidcError
 from lidc.io import write_json
-from training import batches, metrics, model as model_lib, rules
+from training import batches, keras_weights, metrics, model as model_lib, rules
 from training.options import DEFAULTS, KEEP_CHECKPOINTS
 from training.rundir import RunDir
 
@@ -182,11 +182,19 @@ class Trainer:
         return self._finish(reason)
 
     def _start(self):
-        """Initialises the variables or restores the latest checkpoint; returns the state."""
+        """Initialises the variables (to the Keras weights of --init-from where given) or
+        restores the latest checkpoint; returns the state."""
         latest = tf.train.latest_checkpoint(str(self.run_dir.ckpt))
         metric = self.config["stop_metric"]
         if latest is None:
             self.session.run(v1.global_variables_initializer())
+            if self.config.get("init_from"):
+                # A fresh run only: a resumed one restores what training made of these weights.
+                path = self.config["init_from"]
+                imported = keras_weights.import_weights(path, self.model.variables)
+                keras_weights.assign(self.session, self.model.variables, imported.values)
+                for line in imported.report(path):
+                    self.hooks.log(line)
             return _State(0, [], fresh=True, metric=metric)
         self.latest_saver.restore(self.session, latest)
         step = int(self.session.run(self.model.global_step))

@@ -74,15 +74,23 @@ OPTIONS = (
            ("uniform", "balanced"), identity=True),
     Option("train_size", None, "train on a stratified subset of this many patches; none: all",
            int, identity=True, bounds=(1, None)),
+    Option("init_from", None, "start a ResNet from the weights of Keras' ResNet50 (101, 152) in "
+           "this .h5 file, e.g. ImageNet's resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5 "
+           "(its classifier only if it has the dataset's classes; training.keras_weights); a "
+           "resumed run keeps its checkpoint and refuses another file", str, identity=True),
     Option("deterministic", False, "turn on TensorFlow's op determinism: the same seed gives the "
            "same weights (slower on a GPU)", bool),
 )
 
 DEFAULTS = {o.name: o.default for o in OPTIONS}
 # Options outside the table that a run's identity also depends on; "dataset" is the digest of the
-# dataset stage's files the run trains on (training.data.dataset_digest).
-IDENTITY = ("net", *(o.name for o in OPTIONS if o.identity), "seed", "dataset")
-COMPARED = IDENTITY + tuple(o.name for o in OPTIONS if o.compared)
+# dataset stage's files the run trains on (training.data.dataset_digest), "init_from_sha1" that
+# of the --init-from file (training.keras_weights.source_sha1), both taken when a run starts.
+IDENTITY = ("net", *(o.name for o in OPTIONS if o.identity), "seed", "dataset", "init_from_sha1")
+# Compare reuses a finished run trained with the same options; it checks the --init-from file by
+# its path only (its SHA-1 is taken when a run starts, training.runner).
+COMPARED = tuple(k for k in IDENTITY if k != "init_from_sha1") + tuple(
+    o.name for o in OPTIONS if o.compared)
 # How many of the latest checkpoints a run keeps (besides the best one): the latest is all a
 # resume needs, and a ResNet-50 checkpoint with Adam's slots is about 280 MB.
 KEEP_CHECKPOINTS = 1

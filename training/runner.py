@@ -8,7 +8,7 @@ import nets
 import tensorflow as tf
 
 from lidc.errors import LidcError
-from training import data, loop, model
+from training import data, keras_weights, loop, model
 from training.loop import Datasets, Hooks
 from training.options import DEFAULTS, identity
 from training.rundir import locked, run_folder
@@ -53,7 +53,8 @@ def run_training(config, resume=False, force=False, builder=None, hooks=Hooks())
         train_set = data.stratified_subset(train_set, config["train_size"], config["seed"])
     builder = builder or resolve_net(config["net"])
     config = {**config, "train_rows": len(train_set), "val_rows": len(val_set),
-              "dataset": data.dataset_digest(dataset_dir)}
+              "dataset": data.dataset_digest(dataset_dir),
+              "init_from_sha1": keras_weights.source_sha1(config.get("init_from"))}
     with locked(run_folder(config["runs"], config["name"])) as run_dir:
         run_dir.prepare(config, identity(config), resume, force, hooks.log)
         if config.get("deterministic"):
