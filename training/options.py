@@ -36,6 +36,8 @@ class Option:
 SCHEDULES = ("constant", "exponential", "cosine")
 # training.metrics.STOP_METRICS, spelled here so that this module stays free of numpy.
 STOP_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
+# nets.layers.PRECISIONS, spelled here so that this module stays free of TensorFlow.
+PRECISIONS = ("float32", "bfloat16", "float16")
 
 OPTIONS = (
     Option("batch_size", 16, "patches per step (paper: 16)", int, identity=True,
@@ -74,6 +76,10 @@ OPTIONS = (
            ("uniform", "balanced"), identity=True),
     Option("train_size", None, "train on a stratified subset of this many patches; none: all",
            int, identity=True, bounds=(1, None)),
+    Option("precision", "float32", "the type the network computes in; its variables, the "
+           "batch-norm statistics, the softmax and the loss stay float32 (bfloat16: float32's "
+           "range, fast on CPUs with AVX512_BF16 or AMX and on recent GPUs; float16: with dynamic "
+           "loss scaling, for GPUs)", str, PRECISIONS, identity=True),
     Option("deterministic", False, "turn on TensorFlow's op determinism: the same seed gives the "
            "same weights (slower on a GPU)", bool),
 )
