@@ -229,3 +229,15 @@ def test_bfloat16_and_float32_answers_of_the_same_weights_agree(bfloat16_run):
                                 log=lambda *a: None) for precision in (None, "float32")]
     assert [r["precision"] for r in reports] == ["bfloat16", "float32"]  # None: the run's own
     assert abs(reports[0]["accuracy"] - reports[1]["accuracy"]) <= 0.01
+
+
+def test_train_compare_and_evaluate_take_precision():
+    from tools import compare, evaluate, train
+
+    assert train.build_parser().parse_args(["--net", "lenet5"]).precision == "float32"
+    assert compare.build_parser().parse_args(["--precision", "bfloat16"]).precision == "bfloat16"
+    assert evaluate.build_parser().parse_args(["--name", "a"]).precision is None
+    assert evaluate.build_parser().parse_args(
+        ["--name", "a", "--precision", "float16"]).precision == "float16"
+    with pytest.raises(SystemExit):
+        train.build_parser().parse_args(["--precision", "float64"])
