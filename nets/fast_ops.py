@@ -7,7 +7,8 @@ above all their backward passes, reach about half of the matmul rate, and a tent
 MatMul with `transpose_b`) is slower than a BatchMatMulV2 of the same shapes; and the generic
 strided-slice kernel and its gradient are many times slower than a `tf.slice`, whose gradient is a
 single pad. Each function here is written so that the faster kernel does the work, and gives what
-its plain TensorFlow counterpart gives, gradients included (tests/test_fast_ops.py). The
+its plain TensorFlow counterpart gives, gradients included (tests/test_fast_ops.py; in bfloat16
+and float16 too, tests/test_precision.py). The
 measurements behind each choice, what each gave a ResNet-50 training step, and the forms tried and
 dropped are in bench/README.md ("What changed, and what each change gave"). On a GPU they are
 cuBLAS products and copies as well; they were not measured there.
@@ -32,8 +33,8 @@ def convolve(inputs, weights, stride=1, padding="SAME"):
     tf.nn.conv2d itself.
 
     Args:
-      inputs: float32 tensor [batch, height, width, channels], NHWC.
-      weights: float32 tensor [k, k, channels, depth].
+      inputs: float tensor [batch, height, width, channels], NHWC.
+      weights: float tensor [k, k, channels, depth], of the inputs' type.
       stride: step in both spatial directions.
       padding: 'SAME' or 'VALID'.
 

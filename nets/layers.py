@@ -29,6 +29,18 @@ Choices that concern a whole network are settings of its layers, made for the la
                    batch norm are not decayed. The losses are ops added while the network is
                    built, so the op-level seeds of the initialisers after them move: a run with
                    weight decay starts from other initial weights than the same seed without.
+  dtype            (WITH_DTYPE, default tf.float32) the type the layer computes in: its inputs
+                   are cast to it and its weights and biases requested in it. Alone, the
+                   variables are made in that type (the export's inference form); inside
+                   `precision(dtype)`, the mixed-precision training form, they are float32 and
+                   cast on read. Batch norm's variables and statistics stay float32 either way.
+
+Mixed precision (Micikevicius et al., "Mixed Precision Training", 2018, arXiv:1710.03740), the
+TF1 way of the official ResNet's `_custom_dtype_getter`: `precision('bfloat16')` sets dtype for
+every layer built inside and puts a custom getter on the variable scope that makes each requested
+bfloat16 or float16 variable as float32 and hands the layer its cast, so the optimiser updates
+float32 weights (small steps would vanish in 8 bits of mantissa) while the products run in the low
+type. Within float32, `precision` adds nothing to the graph.
 
 Usage:
   with tf.Graph().as_default():
@@ -40,6 +52,7 @@ Usage:
       logits = layers.dense(layers.flatten(net), 3, scope='logits')
     decay = tf.add_n(tf.compat.v1.losses.get_regularization_losses())
 """
+import contextlib
 import zlib
 
 import numpy as np
@@ -52,6 +65,8 @@ from nets.scoping import arg_scope, current_arg_scope
 # must forget the random-init statistics within a few hundred steps to be usable for evaluation.
 BATCH_NORM_DECAY = 0.99
 BATCH_NORM_EPSILON = 1e-3
+# The compute types `precision` accepts; float32 variables are cast to the other two on read.
+PRECISIONS = ("float32", "bfloat16", "float16")
 
 
 def he_initializer():
@@ -109,7 +124,7 @@ def batch_norm(inputs, is_training, decay=BATCH_NORM_DECAY, epsilon=BATCH_NORM_E
         return outputs
 
 
-@scoping.add_arg_scope(weight_decay=0.0)
+@scoping.add_arg_scope(weight_decay=0.0, dtype=tf.float32)
 def conv_relu(inputs, depth, kernel_size, stride=1, padding="SAME", scope="conv"):
     """Convolution with a bias, then ReLU: the unit of the networks without batch norm.
 
@@ -122,9 +137,9 @@ def conv_relu(inputs, depth, kernel_size, stride=1, padding="SAME", scope="conv"
       scope: variable scope, holding `weights` [k, k, channels, depth] and `biases` [depth].
 
     Returns:
-      The output tensor [batch, height', width', depth].
+      The output tensor [batch, height', width', depth], in the dtype setting's type.
 
-    Settings (arg_scope): weight_decay.
+    Settings (arg_scope): weight_decay, dtype.
     """
     with tf.compat.v1.variable_scope(scope):
         weights = _weights([kernel_size, kernel_size, int(inputs.shape[-1]), depth],
@@ -132,7 +147,7 @@ def conv_relu(inputs, depth, kernel_size, stride=1, padding="SAME", scope="conv"
         return tf.nn.relu(_convolve(inputs, weights, stride, padding, use_bias=True))
 
 
-@scoping.add_arg_scope(fold_batch_norm=False, weight_decay=0.0)
+@scoping.add_arg_scope(fold_batch_norm=False, weight_decay=0.0, dtype=tf.float32)
 def conv_bn(inputs, depth, kernel_size, is_training, stride=1, scope="conv"):
     """Convolution (SAME padding, no bias), then batch norm: a residual branch's last unit.
 
@@ -149,7 +164,7 @@ def conv_bn(inputs, depth, kernel_size, is_training, stride=1, scope="conv"):
       The output tensor [batch, height / stride, width / stride, depth].
 
     Settings (arg_scope): fold_batch_norm (then `scope` holds `weights` and `biases` and no batch
-    norm), weight_decay.
+    norm), weight_decay, dtype.
 
     Raises:
       ValueError: fold_batch_norm is set and `is_training` is not the constant False.
@@ -159,7 +174,7 @@ def conv_bn(inputs, depth, kernel_size, is_training, stride=1, scope="conv"):
                         scoping.settings(conv_bn))
 
 
-@scoping.add_arg_scope(fold_batch_norm=False, weight_decay=0.0)
+@scoping.add_arg_scope(fold_batch_norm=False, weight_decay=0.0, dtype=tf.float32)
 def conv_bn_relu(inputs, depth, kernel_size, is_training, stride=1, scope="conv"):
     """Convolution (SAME padding, no bias), then batch norm, then ReLU.
 
@@ -170,7 +185,7 @@ def conv_bn_relu(inputs, depth, kernel_size, is_training, stride=1, scope="conv"
                                    scoping.settings(conv_bn_relu)))
 
 
-@scoping.add_arg_scope(weight_decay=0.0)
+@scoping.add_arg_scope(weight_decay=0.0, dtype=tf.float32)
 def dense(inputs, units, scope="fc"):
     """A fully connected layer (no activation) of [batch, features] inputs.
 
@@ -180,22 +195,64 @@ def dense(inputs, units, scope="fc"):
       scope: variable scope, holding `weights` [features, units] and `biases` [units].
 
     Returns:
-      The tensor [batch, units].
+      The tensor [batch, units], in the dtype setting's type.
 
-    Settings (arg_scope): weight_decay.
+    Settings (arg_scope): weight_decay, dtype.
     """
     with tf.compat.v1.variable_scope(scope):
         features = int(inputs.shape[-1])
         weights = _weights([features, units], scoping.settings(dense))
-        biases = tf.compat.v1.get_variable("biases", [units],
-                                           initializer=tf.compat.v1.zeros_initializer())
+        biases = _biases(units, weights.dtype)
         flops.record_multiply_adds(features * units)
+        inputs = tf.cast(inputs, weights.dtype.base_dtype)
         return tf.nn.bias_add(fast_ops.matmul(inputs, weights), biases)
 
 
 # The layers that read each setting, to name in an arg_scope.
 WITH_BATCH_NORM = (conv_bn, conv_bn_relu)
 WITH_WEIGHTS = (conv_relu, conv_bn, conv_bn_relu, dense)
+WITH_DTYPE = WITH_WEIGHTS
+
+
+@contextlib.contextmanager
+def precision(dtype):
+    """Builds the layers inside in mixed precision: they compute in `dtype`, their variables
+    are float32 and cast to `dtype` on read (see the module's docstring).
+
+    Usage:
+      with layers.precision('bfloat16'):
+        logits, end_points = builder(images, num_classes, is_training)
+      logits = tf.cast(logits, tf.float32)  # softmax and loss in float32
+
+    Args:
+      dtype: one of PRECISIONS, as a name or a tf.DType. float32 adds nothing to the graph.
+
+    Raises:
+      ValueError: another type.
+    """
+    dtype = tf.as_dtype(dtype)
+    if dtype.name not in PRECISIONS:
+        raise ValueError("precision must be one of %s, got %s" % (", ".join(PRECISIONS),
+                                                                   dtype.name))
+    if dtype == tf.float32:
+        yield
+        return
+    scope = tf.compat.v1.get_variable_scope()
+    # Re-entering the current scope keeps every variable's and op's name as it was.
+    with arg_scope(WITH_DTYPE, dtype=dtype), tf.compat.v1.variable_scope(
+            scope, custom_getter=float32_variables, auxiliary_name_scope=False):
+        yield
+
+
+def float32_variables(getter, *args, **kwargs):
+    """A custom getter (tf.compat.v1.variable_scope's custom_getter) that makes every bfloat16 or
+    float16 variable requested as a float32 one and returns its cast to the requested type; other
+    requests pass through. The cast is named VARIABLE_cast, as in the official TF1 ResNet."""
+    dtype = tf.as_dtype(kwargs.get("dtype") or tf.float32)
+    if dtype not in (tf.bfloat16, tf.float16):
+        return getter(*args, **kwargs)
+    variable = getter(*args, **{**kwargs, "dtype": tf.float32})
+    return tf.cast(variable, dtype, name=variable.op.name.rsplit("/", 1)[-1] + "_cast")
 
 
 def dropout(inputs, rate, is_training, scope="dropout"):
@@ -326,19 +383,26 @@ def _weights(shape, settings):
     regularizer = None
     if decay:
         def regularizer(weights):
-            return tf.multiply(float(decay), tf.nn.l2_loss(weights), name="weight_decay")
-    return tf.compat.v1.get_variable("weights", shape, initializer=he_initializer(),
-                                     regularizer=regularizer)
+            # In float32 whatever the layer computes in (a cast of float32 weights adds no op).
+            return tf.multiply(float(decay), tf.nn.l2_loss(tf.cast(weights, tf.float32)),
+                               name="weight_decay")
+    return tf.compat.v1.get_variable("weights", shape, dtype=settings.dtype,
+                                     initializer=he_initializer(), regularizer=regularizer)
+
+
+def _biases(depth, dtype):
+    """The zero-initialised `biases` [depth] of a layer in the current variable scope."""
+    return tf.compat.v1.get_variable("biases", [depth], dtype=dtype.base_dtype,
+                                     initializer=tf.compat.v1.zeros_initializer())
 
 
 def _convolve(inputs, weights, stride, padding, use_bias):
-    """The convolution of `inputs` by `weights`, plus `biases` [depth] made in the current variable
-    scope if use_bias; its multiply-adds recorded."""
-    outputs = fast_ops.convolve(inputs, weights, stride, padding)
+    """The convolution of `inputs` (cast to the weights' type) by `weights`, plus `biases` [depth]
+    made in the current variable scope if use_bias; its multiply-adds recorded."""
+    outputs = fast_ops.convolve(tf.cast(inputs, weights.dtype.base_dtype), weights, stride,
+                                padding)
     if use_bias:
-        biases = tf.compat.v1.get_variable(
-            "biases", [int(weights.shape[-1])], initializer=tf.compat.v1.zeros_initializer())
-        outputs = tf.nn.bias_add(outputs, biases)
+        outputs = tf.nn.bias_add(outputs, _biases(int(weights.shape[-1]), weights.dtype))
     flops.record_convolution(weights, outputs)
     return outputs
 
@@ -369,7 +433,7 @@ def _smart_cond(pred, true_fn, false_fn):
     return true_fn() if value else false_fn()
 
 
-__all__ = ["BATCH_NORM_DECAY", "BATCH_NORM_EPSILON", "WITH_BATCH_NORM", "WITH_WEIGHTS",
-           "arg_scope", "current_arg_scope", "he_initializer", "batch_norm", "conv_relu",
+__all__ = ["BATCH_NORM_DECAY", "BATCH_NORM_EPSILON", "PRECISIONS", "WITH_BATCH_NORM",
+           "WITH_WEIGHTS", "WITH_DTYPE", "precision", "float32_variables", "arg_scope", "current_arg_scope", "he_initializer", "batch_norm", "conv_relu",
            "conv_bn", "conv_bn_relu", "dense", "dropout", "relu", "max_pool", "global_avg_pool",
            "flatten", "classifier", "fixed_padding", "conv_bn_relu_same"]

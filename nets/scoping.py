@@ -21,9 +21,9 @@ Unlike slim, the scoped values are not defaults of keyword arguments: a layer de
 it reads, with their defaults, by `@add_arg_scope(name=default, ...)`, and reads them with
 `settings(layer)`. They are kept out of the layers' signatures, so a setting is made for a whole
 scope or not at all, and a setting that a layer does not declare is refused when the scope is
-entered, not when some layer happens to be called. A later choice (a compute dtype, say) is one
-more declared setting on the layers that read it. The stack of scopes is per thread, as
-TensorFlow's own name and variable scopes are.
+entered, not when some layer happens to be called. A later choice is one more declared setting on
+the layers that read it, as the compute type was (`dtype`, nets.layers.precision). The stack of
+scopes is per thread, as TensorFlow's own name and variable scopes are.
 """
 import contextlib
 import threading

@@ -2,6 +2,7 @@
 cohort. What they time is checked against a fake clock (the figures must be exactly the clock's),
 or, where the work runs in other processes, against sleeps of known length; never against the
 speed of the machine."""
+import io
 import math
 import time
 import types
@@ -11,7 +12,7 @@ import pydicom
 import pytest
 
 import bench
-from bench import inference, preprocess, roofline, train_speed, xml_speed
+from bench import inference, preprocess, roofline, torch_speed, train_speed, xml_speed
 from lidc import synthetic
 from tests.test_training_helpers import tiny_net
 
@@ -228,3 +229,70 @@ def test_xml_speed_times_both_sides_and_divides_them(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "generated reads" in out and "annotations --xml / bare parse" in out
     assert "parsing the reads into marks" in out
+
+
+def test_training_step_of_ours_in_bfloat16_trains_with_float32_weights():
+    trainer = train_speed.OursTrainer(tiny_layers_net, batch_size=4, image_shape=(16, 16, 1),
+                                      precision="bfloat16")
+    try:
+        before = trainer.session.run(trainer.model.variables)
+        loss = [trainer.step()[1] for _ in range(2)][-1]
+        after = trainer.session.run(trainer.model.variables)
+        kinds = {op.type for op in trainer.graph.get_operations()
+                 if op.outputs and op.outputs[0].dtype == "bfloat16"}
+    finally:
+        trainer.close()
+    assert np.isfinite(loss) and {"MatMul", "Conv2D"} <= kinds
+    assert all(a.dtype == np.float32 for a in after)
+    assert any(not np.array_equal(b, a) for b, a in zip(before, after))
+
+
+def tiny_layers_net(images, num_classes, is_training):
+    """A convolution with batch norm and a dense layer from nets.layers: what precision reaches."""
+    from nets import layers
+
+    net = layers.conv_bn_relu(images, 4, 3, is_training, stride=2, scope="conv1")
+    return layers.dense(layers.global_avg_pool(net), num_classes, scope="logits"), {}
+
+
+def test_keras_policy_is_set_for_the_block_and_set_back():
+    import tensorflow as tf
+
+    before = tf.keras.mixed_precision.global_policy().name
+    with train_speed.keras_policy("bfloat16"):
+        assert tf.keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    assert tf.keras.mixed_precision.global_policy().name == before
+
+
+def test_row_gives_each_rate_its_ratio_and_a_dash_where_a_competitor_is_missing():
+    seconds = {"ours": 0.5, "keras": 1.0, "torch": None, "limit": 100e9}
+    cells, line = train_speed.row("resnet50", 16, seconds, flops=1e9)
+    assert cells[:8] == ["resnet50", 16, 0.5, 32.0, 16.0, 2.0, "-", "-"]
+    assert cells[8] == 100.0 and cells[9] == "96%"  # 32 img/s x 3 GFLOP of 100 GFLOP/s
+    assert line == "  resnet50 batch 16: ours 32.0 img/s, keras 16.0 img/s, limit 100 GFLOP/s"
+
+
+def test_torch_server_answers_each_request_with_the_seconds_of_its_steps(monkeypatch, clock):
+    steps = []
+
+    class FakeTrainer:
+        def __init__(self, batch_size, precision):
+            self.key = (precision, batch_size)
+
+        def step(self):
+            steps.append(self.key)
+            clock.tick(0.25)
+
+    monkeypatch.setattr(torch_speed, "TorchTrainer", FakeTrainer)
+    monkeypatch.setattr(torch_speed, "time", bench.time)  # the fake clock
+    out = io.StringIO()
+    torch_speed.serve(["bfloat16 16 2\n", "bfloat16 16 1\n", "float32 64 1\n"], out)
+    assert [float(x) for x in out.getvalue().split()] == [0.5, 0.25, 0.25]
+    # Each trainer is built once and warmed up by one untimed step.
+    assert steps == [("bfloat16", 16)] * 4 + [("float32", 64)] * 2
+
+
+def test_torch_resnet50_has_our_parameter_count():
+    pytest.importorskip("torch")
+    model = torch_speed.resnet50()
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 23_507_907

@@ -9,10 +9,13 @@ WORK/dataset/test.npz and writes into runs/NAME/eval/: metrics.json (with a "tta
 --tta), confusion.png, learning_curves.png, roc.png, calibration.png, galleries.json and
 gallery/*.png (per true class the most confident right, most confident wrong and most uncertain
 patches), cam.json and cam/*.png (Grad-CAM of the predicted class on --cam-per-class patches of
-each class); then runs/NAME/report.html.
+each class); then runs/NAME/report.html. --precision rebuilds the network in that type with
+the checkpoint's weights (batch norm folded, as the saved model), e.g. to compare a bfloat16
+run with its float32 answers.
 """
 from tools import cli
 from tools.predict import add_explain_options
+from training.options import PRECISIONS
 
 
 def build_parser():
@@ -29,6 +32,9 @@ def build_parser():
     p.add_argument("--cam-per-class", type=cli.number(int, 0), default=4, metavar="N",
                    help="Grad-CAM figures of N test patches of each class, evenly spaced "
                         "through the class (0: none)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="compute in this type with the checkpoint's weights (default: the run's "
+                        "own, through the checkpoint's graph)")
     return p
 
 
@@ -41,13 +47,14 @@ def main(argv=None):
 
     options = EvalOptions(batch_size=args.batch_size, bootstrap=args.bootstrap, seed=args.seed,
                           tta=args.tta, cam_end_point=args.cam_end_point,
-                          cam_per_class=args.cam_per_class)
+                          cam_per_class=args.cam_per_class, precision=args.precision)
     report = evaluate_run(args.runs, args.name, args.work, options)
     eval_dir = args.runs / args.name / "eval"
     lines = {
         "test accuracy": f"{report['accuracy']:.3f}",
         "macro F1": f"{report['macro']['f1']:.3f}",
         "balanced accuracy": f"{report['balanced_accuracy']:.3f}",
+        "precision": report["precision"],
     }
     if "tta" in report:
         lines["with test-time augmentation"] = f"accuracy {report['tta']['accuracy']:.3f}, " \

@@ -14,8 +14,9 @@ from lidc.errors import LidcError
 from lidc.io import write_json
 from lidc.records import CLASS_NAMES
 from training import data, explain, metrics, plots, report as html, tta, uncertainty
-from training.model import Predictor
+from training.model import Network, Predictor
 from training.rundir import locked, run_folder
+from training.runner import resolve_net
 
 
 @dataclass(frozen=True)
@@ -23,13 +24,16 @@ class EvalOptions:
     """How to evaluate: patches per inference batch; bootstrap resamples of the test patients
     for the confidence intervals (0: none) and their seed; the square symmetries averaged by
     test-time augmentation (None: none); the end point Grad-CAM reads (None: the builder's
-    default) and how many patches of each class get one."""
+    default) and how many patches of each class get one; the type the network computes in
+    (None: the run's own, through its checkpoint's graph; a name of nets.layers.PRECISIONS: the
+    inference form rebuilt in that type with the checkpoint's weights, as the export)."""
     batch_size: int = 256
     bootstrap: int = 1000
     seed: int = 0
     tta: tuple | None = None
     cam_end_point: str | None = None
     cam_per_class: int = 4
+    precision: str | None = None
 
 
 def class_names(num_classes):
@@ -54,7 +58,7 @@ def evaluate_run(runs, name, work, options=EvalOptions(), log=print):
     test = data.load(work / "dataset", "test")
     with locked(run_dir):
         prefix = run_dir.checkpoint()
-        with Predictor.from_checkpoint(prefix) as predictor:
+        with _predictor(run_dir, prefix, test, options.precision) as predictor:
             probabilities = predictor.predict(test.x, options.batch_size)
             augmented = _tta(predictor, test.x, options)
             _cams(predictor, test, probabilities, run_dir.eval, options, log)
@@ -64,7 +68,7 @@ def evaluate_run(runs, name, work, options=EvalOptions(), log=print):
                              "symmetries": list(options.tta)}
         step = re.search(r"-(\d+)$", prefix)
         report.update(run=name, checkpoint=prefix, step=int(step.group(1)) if step else None,
-                      test_set=test.path)
+                      test_set=test.path, precision=options.precision or _run_precision(run_dir))
         write_json(run_dir.eval / "metrics.json", report)
         _plots(run_dir, report)
         explain.write_galleries(test, probabilities, run_dir.eval, report["class_names"])
@@ -96,6 +100,26 @@ def _cams(predictor, test, probabilities, eval_dir, options, log):
         if options.cam_end_point is not None:
             raise
         log(f"no Grad-CAM figures: {e}")
+
+
+def _predictor(run_dir, prefix, test, precision):
+    """The checkpoint's own graph (precision None), or the run's network rebuilt in `precision`
+    with the checkpoint's weights."""
+    if precision is None:
+        return Predictor.from_checkpoint(prefix)
+    config = run_dir.read_config() if run_dir.config.is_file() else {}
+    if "net" not in config:
+        raise LidcError(run_dir.config, "names no network, so the run cannot be rebuilt in "
+                                        "another precision; evaluate it without --precision")
+    network = Network(resolve_net(config["net"]), tuple(test.x.shape[1:]), test.y.shape[1],
+                      precision)
+    return Predictor.from_weights(prefix, network)
+
+
+def _run_precision(run_dir):
+    """The precision the run was trained in (float32 for runs from before the option)."""
+    config = run_dir.read_config() if run_dir.config.is_file() else {}
+    return config.get("precision", "float32")
 
 
 def measure(test, probabilities, options):

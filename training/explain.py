@@ -108,11 +108,12 @@ class GradCam:
         self.feature_map = feature_map = points[self.end_point]
         with predictor.graph.as_default():
             self.classes = v1.placeholder(tf.int32, [None], name="grad_cam_classes")
-            logits = predictor.logits
+            logits = tf.cast(predictor.logits, tf.float32)  # bfloat16 under --precision
             # The sum over the batch: each example's logit depends on its own map only (batch
             # norm reads its moving averages here), so one gradient gives every example's.
             target = tf.reduce_sum(logits * tf.one_hot(self.classes, logits.shape[-1]))
             (gradient,) = tf.gradients(target, feature_map)
+            gradient, feature_map = (tf.cast(t, tf.float32) for t in (gradient, feature_map))
             weights = tf.reduce_mean(gradient, axis=[1, 2], keepdims=True)
             self.heat = tf.nn.relu(tf.reduce_sum(weights * feature_map, axis=-1))
 

@@ -142,7 +142,7 @@ def train(builder, datasets, run_dir, config, hooks=Hooks(), device=None):
     with graph.as_default():
         loss = model_lib.Loss(None if weights is None else tuple(weights), config["weight_decay"])
         model = model_lib.build(builder, datasets.train.x.shape[1:], num_classes,
-                                seed=config["seed"], loss=loss)
+                                seed=config["seed"], loss=loss, precision=config["precision"])
         with v1.Session(graph=graph, config=model_lib.session_config()) as session:
             trainer = Trainer(session, model, RunDir(run_dir), config, hooks)
             return trainer.run(datasets, device)
@@ -330,7 +330,17 @@ class Trainer:
             "lr": interval["lr"],
             "images_per_second": interval["images_per_second"],
             "seconds": self.state.seconds + interval["seconds"],
+            **self._loss_scale_figures(),
         }
+
+    def _loss_scale_figures(self):
+        """float16's loss scale and the steps it has skipped so far (their gradients were not
+        finite); nothing in the other precisions."""
+        loss_scale = self.model.loss_scale
+        if loss_scale is None:
+            return {}
+        scale, skipped = self.session.run([loss_scale.scale, loss_scale.skipped])
+        return {"loss_scale": float(scale), "skipped_steps": int(skipped)}
 
     def _diverged(self, what):
         """Stops a run whose numbers stopped being finite: records it, keeps the last good

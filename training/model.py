@@ -9,6 +9,12 @@ builder's code. The builder's end points and its logits are recorded in graph co
 ("end_points/NAME", "logits"), which both keep, so that Grad-CAM (training.explain) can reach
 any stage of a loaded model by its name.
 
+Precision (`precision`: float32, bfloat16 or float16): the network computes in that type, built in
+`nets.layers.precision`, whose custom getter keeps every variable float32 and casts it on read (the
+official TF1 ResNet's way); the batch-norm statistics, the logits from there on, the softmax, the
+loss and Adam stay float32. float16 also scales the loss dynamically (`_loss_scaled_minimize`);
+bfloat16 has float32's exponent range and needs no scaling. The export is in the same type.
+
 Usage:
   graph = tf.Graph()
   with graph.as_default():
@@ -51,6 +57,9 @@ class Model:
     global_step, train_op: Adam's step, tied to the batch-norm updates.
     end_points: the builder's named tensors.
     variables: the network's variables without the optimiser's (weights, batch-norm averages).
+    precision: the type the network computes in (nets.layers.PRECISIONS).
+    loss_scale: float16's dynamic loss scale and the count of the steps it skipped (a LossScale),
+      None in the other precisions.
     """
     builder: Callable
     image_shape: tuple
@@ -70,6 +79,8 @@ class Model:
     train_op: tf.Operation
     end_points: dict
     variables: list
+    precision: str = "float32"
+    loss_scale: object = None
 
 
 @dataclass(frozen=True)
@@ -80,7 +91,59 @@ class Loss:
     weight_decay: float = 0.0
 
 
-def build(builder, image_shape, num_classes, seed=0, loss=Loss()):
+@dataclass(frozen=True)
+class Network:
+    """What the inference form of a network is built from: its builder, the shape of one input,
+    the number of classes, and the type it computes in. A Model has the same four attributes."""
+    builder: Callable
+    image_shape: tuple
+    num_classes: int
+    precision: str = "float32"
+
+
+@dataclass(frozen=True)
+class LossScale:
+    """float16's dynamic loss scale, the rule of TF1's DynamicLossScale (and Keras'
+    LossScaleOptimizer): the loss is multiplied by `scale` before the gradients and they are divided
+    by it after, so that small gradients do not flush to zero in float16; a step whose gradients
+    are not all finite is skipped (Adam leaves the weights and its moments alone; the global step
+    still counts it) and halves the scale (not below 1); GROWTH_STEPS finite steps in a row double
+    it. The three variables (under loss_scale/) are in the latest checkpoints, so a resumed run
+    goes on with the scale it had."""
+    scale: tf.Variable
+    good_steps: tf.Variable
+    skipped: tf.Variable
+
+    INITIAL = 2.0 ** 15  # about half of float16's largest value: too high is soon lowered
+    GROWTH_STEPS = 2000
+    FACTOR = 2.0
+
+    @classmethod
+    def create(cls):
+        """The variables, non-trainable, in the default graph."""
+        def variable(name, dtype, value):
+            return v1.get_variable(name, [], dtype, v1.constant_initializer(value),
+                                   trainable=False)
+        with v1.variable_scope("loss_scale"):
+            return cls(variable("scale", tf.float32, cls.INITIAL),
+                       variable("good_steps", tf.int64, 0),
+                       variable("skipped_steps", tf.int64, 0))
+
+    def update(self, finite):
+        """The op that moves the scale and the counters after a step whose gradients were all
+        finite or not (a boolean tensor)."""
+        grow = tf.logical_and(finite, self.good_steps + 1 >= self.GROWTH_STEPS)
+        doubled = self.scale * self.FACTOR
+        doubled = tf.where(tf.math.is_finite(doubled), doubled, self.scale)
+        scale = tf.where(finite, tf.where(grow, doubled, self.scale),
+                         tf.maximum(self.scale / self.FACTOR, 1.0))
+        good = tf.where(tf.logical_and(finite, tf.logical_not(grow)), self.good_steps + 1,
+                        tf.zeros([], tf.int64))
+        return tf.group(self.scale.assign(scale), self.good_steps.assign(good),
+                        self.skipped.assign_add(1 - tf.cast(finite, tf.int64)))
+
+
+def build(builder, image_shape, num_classes, seed=0, loss=Loss(), precision="float32"):
     """Builds the training graph in the default graph.
 
     Args:
@@ -90,6 +153,8 @@ def build(builder, image_shape, num_classes, seed=0, loss=Loss()):
       seed: the graph-level seed, which fixes the initial weights and every seeded random op.
       loss: the Loss: class weights (an example's cross-entropy is multiplied by its class's
         weight) and weight decay.
+      precision: the type the network computes in (nets.layers.PRECISIONS); float32 builds the
+        very graph of a build without it.
     Returns:
       a Model.
     """
@@ -104,11 +169,15 @@ def build(builder, image_shape, num_classes, seed=0, loss=Loss()):
     # Created before the network so that its random ops can be seeded by the step (stateless
     # dropout is then a function of (seed, step) and survives a resume unchanged).
     global_step = v1.train.get_or_create_global_step()
-    with layers.arg_scope(layers.WITH_WEIGHTS, weight_decay=loss.weight_decay):
+    with layers.arg_scope(layers.WITH_WEIGHTS, weight_decay=loss.weight_decay), \
+            layers.precision(precision):
         logits, end_points = builder(images, num_classes, is_training)
+    # Softmax and loss in float32 (no op when the network computes in float32).
+    logits = tf.cast(logits, tf.float32)
     # The network's own variables (weights and batch-norm averages), without the optimiser's:
     # what the best checkpoint and the export need, a third of what Adam's slots add.
     variables = [v for v in v1.global_variables() if v is not global_step]
+    loss_scale = LossScale.create() if precision == "float16" else None
     probabilities = tf.nn.softmax(logits, name=SIGNATURE_OUTPUT)
     losses, mean_loss, total_loss = _losses(labels, logits, loss.class_weights)
     correct = tf.cast(tf.equal(tf.argmax(logits, 1), tf.argmax(labels, 1)), tf.float32,
@@ -118,8 +187,9 @@ def build(builder, image_shape, num_classes, seed=0, loss=Loss()):
                  learning_rate=learning_rate, logits=logits, probabilities=probabilities,
                  losses=losses, loss=mean_loss, total_loss=total_loss, correct=correct,
                  accuracy=tf.reduce_mean(correct, name="accuracy"), global_step=global_step,
-                 train_op=_train_op(total_loss, learning_rate, global_step),
-                 end_points=end_points, variables=variables)
+                 train_op=_train_op(total_loss, learning_rate, global_step, loss_scale),
+                 end_points=end_points, variables=variables, precision=precision,
+                 loss_scale=loss_scale)
 
 
 def recording_end_points(builder):
@@ -161,8 +231,9 @@ def _losses(labels, logits, class_weights=None):
     return losses, loss, total_loss
 
 
-def _train_op(total_loss, learning_rate, global_step):
-    """Adam's step on `total_loss`, run after the batch-norm updates."""
+def _train_op(total_loss, learning_rate, global_step, loss_scale=None):
+    """Adam's step on `total_loss`, run after the batch-norm updates; loss-scaled with a
+    LossScale."""
     optimizer = v1.train.AdamOptimizer(learning_rate)
     # Without this dependency batch norm's moving averages would never be updated.
     # GATE_NONE: the default gating makes every op's gradients wait for one another, which also
@@ -170,8 +241,24 @@ def _train_op(total_loss, learning_rate, global_step):
     # uses. The results stay reproducible: an update of a resource variable copies it while a
     # gradient still holds its old value.
     with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
+        if loss_scale is not None:
+            return _loss_scaled_minimize(optimizer, total_loss, global_step, loss_scale)
         return optimizer.minimize(total_loss, global_step=global_step, name="train_op",
                                   gate_gradients=v1.train.Optimizer.GATE_NONE)
+
+
+def _loss_scaled_minimize(optimizer, total_loss, global_step, loss_scale):
+    """Adam's step on `total_loss` with dynamic loss scaling (LossScale): the update is applied
+    only when every unscaled gradient is finite; the global step counts every step."""
+    scaled = optimizer.compute_gradients(total_loss * loss_scale.scale,
+                                         gate_gradients=v1.train.Optimizer.GATE_NONE)
+    pairs = [(gradient / loss_scale.scale, variable)
+             for gradient, variable in scaled if gradient is not None]
+    finite = tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(gradient))
+                                     for gradient, _ in pairs]), name="gradients_finite")
+    applied = tf.cond(finite, lambda: optimizer.apply_gradients(pairs), tf.no_op)
+    with tf.control_dependencies([applied, loss_scale.update(finite)]):
+        return tf.group(global_step.assign_add(1), name="train_op")
 
 
 def session_config():
@@ -259,6 +346,27 @@ class Predictor:
                    graph.get_tensor_by_name(f"{SIGNATURE_OUTPUT}:0"), str(prefix))
 
     @classmethod
+    def from_weights(cls, prefix, network):
+        """The inference form of `network` (a Network: batch norm folded, computing in its
+        precision, as the export) with the weights of the Saver checkpoint `prefix`: a run
+        trained in one precision evaluated in another."""
+        try:
+            reader = tf.train.load_checkpoint(str(prefix))
+        except (OSError, ValueError, tf.errors.OpError) as e:
+            raise LidcError(prefix, f"cannot read the checkpoint ({e})")
+        values = {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+        graph = tf.Graph()
+        session = v1.Session(graph=graph, config=session_config())
+        with graph.as_default():
+            try:
+                images, probabilities = _inference_form(
+                    network, folding.fold_batch_norm(values), session)
+            except KeyError as e:
+                session.close()
+                raise LidcError(prefix, f"holds no variable {e} of the network")
+        return cls(graph, session, images, probabilities, str(prefix))
+
+    @classmethod
     def from_saved_model(cls, export_dir):
         """Loads the `saved_model/` export and its serving signature."""
         graph = tf.Graph()
@@ -325,7 +433,10 @@ def export(session, model, export_dir):
     False and each batch norm is folded into the convolution before it (nets.folding), which
     made ResNet-50 inference 8% faster at batch 256 (bench/README.md).
     It holds the folded values of the network's variables in `session` (not Adam's slots) and
-    gives the training graph's probabilities up to float32 rounding. Written to a temporary
+    gives the training graph's probabilities up to float32 rounding. It computes in the model's
+    precision, its folded weights stored in that type (rounded once, from the float64 fold; half
+    the size in bfloat16 or float16) rather than cast at every run; its probabilities are float32
+    whatever the precision. Written to a temporary
     folder beside `export_dir` and renamed into place, so `export_dir` is always either the
     previous complete export or the new one (between the two renames, briefly none).
     """
@@ -354,17 +465,20 @@ def export(session, model, export_dir):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _inference_form(model, values, session):
-    """Builds the network of `model` with batch norm folded into the default graph and sets its
-    variables to `values` in `session`; returns (images, probabilities)."""
+def _inference_form(network, values, session):
+    """Builds `network` (a Network or a Model) with batch norm folded into the default graph,
+    computing in its precision with its variables in that type, and sets its variables to
+    `values` (rounded to their type) in `session`; returns (images, probabilities)."""
     # The initialisers' random ops are never run (the values are fed), but with op determinism
     # on they cannot even be made without a seed.
     v1.set_random_seed(0)
-    images = v1.placeholder(tf.float32, [None, *model.image_shape], name=SIGNATURE_INPUT)
-    with layers.arg_scope(layers.WITH_BATCH_NORM, fold_batch_norm=True):
-        logits, _ = model.builder(images, model.num_classes, tf.constant(False))
-    probabilities = tf.nn.softmax(logits, name=SIGNATURE_OUTPUT)
+    images = v1.placeholder(tf.float32, [None, *network.image_shape], name=SIGNATURE_INPUT)
+    with layers.arg_scope(layers.WITH_BATCH_NORM, fold_batch_norm=True), \
+            layers.arg_scope(layers.WITH_DTYPE, dtype=tf.as_dtype(network.precision)):
+        logits, _ = network.builder(images, network.num_classes, tf.constant(False))
+    probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), name=SIGNATURE_OUTPUT)
     variables = v1.global_variables()
     session.run([v.initializer for v in variables],
-                {v.initial_value: values[v.op.name] for v in variables})
+                {v.initial_value: np.asarray(values[v.op.name]).astype(
+                    v.dtype.base_dtype.as_numpy_dtype) for v in variables})
     return images, probabilities

@@ -36,6 +36,8 @@ class Option:
 SCHEDULES = ("constant", "exponential", "cosine")
 # training.metrics.STOP_METRICS, spelled here so that this module stays free of numpy.
 STOP_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc")
+# nets.layers.PRECISIONS, spelled here so that this module stays free of TensorFlow.
+PRECISIONS = ("float32", "bfloat16", "float16")
 
 OPTIONS = (
     Option("batch_size", 16, "patches per step (paper: 16)", int, identity=True,
@@ -78,6 +80,10 @@ OPTIONS = (
            "this .h5 file, e.g. ImageNet's resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5 "
            "(its classifier only if it has the dataset's classes; training.keras_weights); a "
            "resumed run keeps its checkpoint and refuses another file", str, identity=True),
+    Option("precision", "float32", "the type the network computes in; its variables, the "
+           "batch-norm statistics, the softmax and the loss stay float32 (bfloat16: float32's "
+           "range, fast on CPUs with AVX512_BF16 or AMX and on recent GPUs; float16: with dynamic "
+           "loss scaling, for GPUs)", str, PRECISIONS, identity=True),
     Option("deterministic", False, "turn on TensorFlow's op determinism: the same seed gives the "
            "same weights (slower on a GPU)", bool),
 )
