@@ -28,7 +28,14 @@ NODULE = {"kind": "nodule", "id": "N1", "malignancy": 4,
           "rois": [(-10.0, "1.2.3.1", True, square(40, 30, 3)),
                    (-12.5, "1.2.3.2", True, square(41, 31, 4))]}
 NON = {"kind": "non", "id": "X1", "z": -15.0, "sop": "1.2.3.3", "xy": (100, 20)}
-PLAIN = lidc_xml([[NODULE, NON]])
+# Without the writer's indentation, so that the tests' edits find their elements side by side.
+PLAIN = re.sub(r">\s+<", "><", lidc_xml([[NODULE, NON]]))
+
+
+def edited(text, old, new):
+    """`text` with its first `old` replaced by `new`; a test's edit must not miss silently."""
+    assert old in text, old
+    return text.replace(old, new, 1)
 
 
 @contextlib.contextmanager
@@ -97,7 +104,7 @@ SPLIT = [
 
 @pytest.mark.parametrize("split,bulk", SPLIT)
 def test_a_split_coordinate_is_one_number_on_both_paths(tmp_path, split, bulk):
-    xml = PLAIN.replace("<xCoord>37</xCoord>", f"<xCoord>{split('1', '2')}</xCoord>", 1)
+    xml = edited(PLAIN, "<xCoord>37</xCoord>", f"<xCoord>{split('1', '2')}</xCoord>")
     fast, slow = both(tmp_path, xml)
     assert fast == slow
     read = reads.parse_read(tmp_path / "001.xml")
@@ -110,13 +117,11 @@ def test_a_split_coordinate_is_one_number_on_both_paths(tmp_path, split, bulk):
 
 @pytest.mark.parametrize("split,bulk", SPLIT)
 def test_split_texts_elsewhere_are_read_whole(tmp_path, split, bulk):
-    xml = (PLAIN.replace("<imageZposition>-10.0 </imageZposition>",
-                         f"<imageZposition>{split('-9', '.5')}</imageZposition>")
-           .replace("<noduleID>N1</noduleID>", f"<noduleID>{split('N', '7')}</noduleID>")
-           .replace("<malignancy>4</malignancy>", f"<malignancy>{split('', '3')}</malignancy>")
-           .replace("<imageSOP_UID>1.2.3.3</imageSOP_UID>",
-                    f"<imageSOP_UID>{split('1.2', '.3.3')}</imageSOP_UID>")
-           .replace("<yCoord>20</yCoord>", f"<yCoord>{split('2', '0')}</yCoord>"))
+    xml = PLAIN
+    for tag, old, a, b in [("imageZposition", "-10.000000 ", "-9", ".5"), ("noduleID", "N1", "N", "7"),
+                           ("malignancy", "4", "", "3"), ("imageSOP_UID", "1.2.3.3", "1.2", ".3.3"),
+                           ("yCoord", "20", "2", "0")]:
+        xml = edited(xml, f"<{tag}>{old}</{tag}>", f"<{tag}>{split(a, b)}</{tag}>")
     fast, slow = both(tmp_path, xml)
     assert fast == slow
     read = reads.parse_read(tmp_path / "001.xml")
@@ -129,7 +134,7 @@ def test_split_texts_elsewhere_are_read_whole(tmp_path, split, bulk):
 
 def test_a_processing_instruction_no_longer_cuts_a_number_short(tmp_path):
     # Read before as its first piece ("1"): a point 11 columns away from the one drawn.
-    xml = PLAIN.replace("<xCoord>37</xCoord>", "<xCoord>3<?x?>7</xCoord>", 1)
+    xml = edited(PLAIN, "<xCoord>37</xCoord>", "<xCoord>3<?x?>7</xCoord>")
     (tmp_path / "001.xml").write_text(xml)
     assert first_point(reads.parse_read(tmp_path / "001.xml")) == [27, 37]
 
@@ -177,12 +182,12 @@ ODD = [
 
 @pytest.mark.parametrize("old,new", ODD)
 def test_an_unusual_region_reads_the_same_on_both_paths(tmp_path, old, new):
-    fast, slow = both(tmp_path, PLAIN.replace(old, new, 1))
+    fast, slow = both(tmp_path, edited(PLAIN, old, new))
     assert fast == slow
 
 
 def test_a_bad_number_is_reported_with_its_line_and_the_rest_read_in_bulk(tmp_path):
-    xml = PLAIN.replace("<xCoord>37</xCoord>", "<xCoord>\n37x</xCoord>", 1)
+    xml = edited(PLAIN, "<xCoord>37</xCoord>", "<xCoord>\n37x</xCoord>")
     fast, slow = both(tmp_path, xml)
     assert fast == slow
     read = reads.parse_read(tmp_path / "001.xml")
@@ -263,7 +268,7 @@ DIFFERENT = [
 @pytest.mark.parametrize("old,new", DIFFERENT)
 def test_elements_that_differ_in_content_differ_in_digest_on_both_routes(old, new):
     a = elements_of(PLAIN)
-    b = elements_of(PLAIN.replace(old, new, 1))
+    b = elements_of(edited(PLAIN, old, new))
     pairs = [(x, y) for x, y in zip(a, b)]
     assert all(digests_agree(x, y) for x, y in pairs)
     assert any(reads._digest(x) != reads._digest(y) for x, y in pairs)
