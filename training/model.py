@@ -264,9 +264,8 @@ def _loss_scaled_minimize(optimizer, total_loss, global_step, loss_scale):
 def session_config():
     """Session options: GPU memory taken as needed, not the whole card; Grappler off.
 
-    Grappler's rewrites of these hand-built graphs made a ResNet-50 step 2.5x slower on the CPU
-    (0.58 s against 0.23 s at batch 16, measured; no single pass was to blame), so the graph runs
-    as written.
+    Grappler's rewrites of these hand-built graphs made a ResNet-50 step slower on the CPU, with
+    no single pass to blame (bench/README.md), so the graph runs as written.
     """
     config = v1.ConfigProto()
     config.gpu_options.allow_growth = True
@@ -431,7 +430,7 @@ def export(session, model, export_dir):
 
     The model is the network's inference form, in a graph of its own: is_training is fixed to
     False and each batch norm is folded into the convolution before it (nets.folding), which
-    made ResNet-50 inference 8% faster at batch 256 (bench/README.md).
+    made ResNet-50 inference faster (bench/README.md).
     It holds the folded values of the network's variables in `session` (not Adam's slots) and
     gives the training graph's probabilities up to float32 rounding. It computes in the model's
     precision, its folded weights stored in that type (rounded once, from the float64 fold; half
