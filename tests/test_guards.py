@@ -158,6 +158,21 @@ def test_annotations_placed_on_an_older_index_are_refused_by_crop(cohort, tmp_pa
     assert "run the annotations stage again" in err
 
 
+def test_patches_cut_before_the_annotations_ran_again_are_refused_by_dataset(cohort, tmp_path,
+                                                                            capsys):
+    root, _ = cohort
+    work = fresh(cohort, tmp_path)
+    shutil.copytree(root, tmp_path / "root")
+    sorted((tmp_path / "root").rglob("*.xml"))[0].unlink()  # one read fewer
+    assert index.main(["--root", str(tmp_path / "root"), "--work", str(work),
+                       "--workers", "1"]) == 0
+    assert annotations.main(["--work", str(work), "--workers", "1"]) == 0
+    code, err = exit_code(dataset.main, ["--work", str(work)], capsys)
+    assert code == 1
+    assert "patches.csv: was made from another annotations than the current one" in err
+    assert "run the crop stage again" in err
+
+
 def test_resuming_a_run_on_a_rebuilt_dataset_is_refused(tmp_path):
     write_dataset(tmp_path / "work")
     config = train_config(tmp_path, max_steps=10)

@@ -301,8 +301,12 @@ def test_train_main_resume_keeps_the_saved_options(work, graph_mode_is_not_globa
     monkeypatch.setattr(runner, "resolve_net", lambda name: tiny_net)
     common = ["--work", str(work / "work"), "--runs", str(work / "runs"), "--name", "cli"]
     assert train_tool.main(["--net", "tiny", "--max-steps", "10", "--eval-every", "5",
-                            "--batch-size", "4", *common]) == 0
-    assert "stopped: max steps reached at step 10" in capsys.readouterr().out
+                            "--batch-size", "4", "--stop-metric", "macro_f1", *common]) == 0
+    out = capsys.readouterr().out
+    assert "stopped: max steps reached at step 10" in out
+    # The best checkpoint is the best by the stop metric, and the summary names that metric.
+    best = json.loads((work / "runs" / "cli" / "metrics.json").read_text())["best"]
+    assert f"best validation macro f1: {best['value']:.3f} at step {best['step']}" in out
     assert train_tool.main(["--resume", "--max-steps", "15", *common]) == 0
     saved = json.loads((work / "runs" / "cli" / "config.json").read_text())
     assert (saved["net"], saved["batch_size"], saved["eval_every"], saved["max_steps"]) == \

@@ -109,6 +109,13 @@ def test_evaluate_refuses_a_run_that_does_not_exist(trained):
         evaluate_run(trained / "runs", "nope", trained / "work")
 
 
+def test_evaluate_refuses_a_dataset_built_again_since_the_run(trained, tmp_path):
+    other = tmp_path / "work"
+    write_dataset(other, seed=1)  # the same shapes, other patients on each side
+    with pytest.raises(LidcError, match="is not the dataset run tiny was trained on"):
+        evaluate_run(trained / "runs", "tiny", other, log=lambda *a: None)
+
+
 SENTENCE = re.compile(r"(.+): tiny is (\d+\.\d)% confident this is a "
                       r"(nodule >= 3 mm|nodule < 3 mm|non-nodule >= 3 mm)$")
 

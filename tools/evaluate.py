@@ -1,5 +1,7 @@
-"""Evaluates a trained run on the test set: accuracy, per-class precision/recall/F1, ROC AUC,
-with and without test-time augmentation, and what explains its answers.
+"""Evaluates a trained run on the test set and shows what explains its answers.
+
+Accuracy, balanced accuracy, per-class precision/recall/F1 and ROC AUC, with 95% intervals from
+a bootstrap over the test patients, with and without test-time augmentation.
 
   python -m tools.evaluate --name demo
   python -m tools.evaluate --name demo --tta --cam-end-point block3

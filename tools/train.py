@@ -67,10 +67,9 @@ def main(argv=None):
     metrics = run_training(config, resume=args.resume, force=args.force,
                            hooks=Hooks(progress=cli.progress))
     run_dir = config["runs"] / config["name"]
-    best = metrics["best"]
     cli.summary(f"train: {display_name(config['net'])} {metrics['status']}", {
         "steps": metrics["step"],
-        "best validation accuracy": f"{best['val_accuracy']:.3f} at step {best['step']}",
+        **_best_line(metrics["best"]),
         "training time": f"{metrics['train_seconds']:.0f} s on the {metrics['device']}",
         "run folder": run_dir,
         "saved model": run_dir / "saved_model",
@@ -78,6 +77,16 @@ def main(argv=None):
                 f"tensorboard --logdir {run_dir}",
     })
     return 0
+
+
+def _best_line(best):
+    """The summary's line on the best checkpoint: its step and the stop metric there (the
+    best/ checkpoint is the best by that metric, not by accuracy unless it is the metric)."""
+    if best is None:
+        return {"best validation": "none (no evaluation yet)"}
+    metric, value = best.get("metric", "accuracy"), best.get("value", best["val_accuracy"])
+    shown = "undefined" if value is None else f"{value:.3f}"
+    return {f"best validation {metric.replace('_', ' ')}": f"{shown} at step {best['step']}"}
 
 
 if __name__ == "__main__":

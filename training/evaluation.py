@@ -57,6 +57,7 @@ def evaluate_run(runs, name, work, options=EvalOptions(), log=print):
         raise LidcError(run_dir.root, "no such run; train it first (python -m tools.train)")
     test = data.load(work / "dataset", "test")
     with locked(run_dir):
+        _check_dataset(run_dir, work / "dataset")
         prefix = run_dir.checkpoint()
         with _predictor(run_dir, prefix, test, options.precision) as predictor:
             probabilities = predictor.predict(test.x, options.batch_size)
@@ -80,6 +81,19 @@ def evaluate_run(runs, name, work, options=EvalOptions(), log=print):
     log(f"{name}: {len(test)} test patches, checkpoint {prefix}\n{metrics.table(report)}{lesion}"
         f"{with_tta}")
     return report
+
+
+def _check_dataset(run_dir, dataset_dir):
+    """Refuses a dataset other than the one the run trained on: once the dataset stage has run
+    again, its test patients may be others, some of them the run's training patients. (Runs from
+    before the digest was recorded are not checked.)"""
+    config = run_dir.read_config() if run_dir.config.is_file() else {}
+    trained_on = config.get("dataset")
+    if trained_on is not None and trained_on != data.dataset_digest(dataset_dir):
+        raise LidcError(dataset_dir, f"is not the dataset run {run_dir.root.name} was trained on "
+                                     "(the dataset stage has run since): its test set may hold "
+                                     "the run's training patients; evaluate with the --work the "
+                                     "run was trained on, or train the run again")
 
 
 def _tta(predictor, images, options):

@@ -62,7 +62,8 @@ OPTIONS = (
     Option("max_steps", 20000, "stop here in any case", int, compared=True, bounds=(1, None)),
     Option("eval_every", 100, "steps between validation evaluations (and checkpoints)", int,
            compared=True, bounds=(1, None)),
-    Option("patience", 0, "stop after this many evaluations without a lower validation loss "
+    Option("patience", 0, "stop after this many evaluations without a better validation "
+           "figure: the loss with the paper's --stop-metric accuracy, else the stop metric "
            "(0: off)", int, compared=True, bounds=(0, None)),
     Option("augment", False, "random rotations by multiples of 90 degrees and flips", bool,
            identity=True),

@@ -2,8 +2,9 @@
 
 The stop rule is the paper's: validation accuracy is measured every `eval_every` steps, and
 training stops at the first evaluation where the step is past `min_steps` (5000 in the paper) and
-the accuracy is over `stop_accuracy` (0.90); otherwise at `max_steps`. Optionally it also stops
-when the validation loss has not improved for `patience` evaluations.
+the accuracy (or another --stop-metric) is over `stop_accuracy` (0.90); otherwise at `max_steps`.
+Optionally it also stops when what patience watches (the validation loss with the paper's
+accuracy, else the stop metric) has not improved for `patience` evaluations.
 
 Because every decision is a function of the recorded history, a resumed run decides exactly as
 the uninterrupted one would have.
@@ -36,7 +37,8 @@ class StopRule:
     min_steps: the threshold applies only when the step is past this (paper: 5000).
     stop_accuracy: ... and the stop metric on validation is over this (paper: accuracy 0.90).
     max_steps: stop when the step reaches this in any case.
-    patience: stop after this many evaluations without a lower validation loss; 0 = never.
+    patience: stop after this many evaluations without a better watched figure (stop_reason's
+      `watched`); 0 = never.
     """
     min_steps: int
     stop_accuracy: float

@@ -5,8 +5,8 @@ start, resume (only with the options it was started with), clear, find its check
     .lock              held (fcntl.flock) by the one process writing or reading the run
     config.json        every option of the run
     metrics.json       the history of evaluations and the status
-    ckpt/model-STEP*   the latest checkpoints (tf.compat.v1.train.Saver)
-    best/model-STEP*   the checkpoint with the best validation accuracy
+    ckpt/model-STEP*   the latest checkpoint (tf.compat.v1.train.Saver)
+    best/model-STEP*   the checkpoint with the best validation --stop-metric
     train/, val/       TensorBoard event files
     saved_model/       the exported model for inference: images -> probabilities
     eval/              the evaluation on the test set (tools.evaluate)

@@ -19,7 +19,7 @@ from lidc import dataset, manifest, splits
 from lidc.errors import LidcError
 from lidc.io import read_csv, save_npz, write_csv, write_json
 from lidc.records import CLASS_NAMES, NUM_CLASSES
-from lidc.stages import StageResult, crop
+from lidc.stages import StageResult, annotations, crop
 from lidc.windows import TRAINING
 
 # The three sides and their record are committed as one set (lidc.manifest): a kill between two
@@ -55,6 +55,10 @@ def load_patches(work):
     if not (out / "patches.npy").exists() or not (out / "patches.csv").exists():
         raise LidcError(out, "no patches here: run the crop stage first (tools/crop.sh)")
     patch_set = manifest.check(out, crop.MANIFEST, ["patches.npy", "patches.csv"], "crop")
+    marks_set = manifest.read(work, annotations.MANIFEST)
+    if marks_set is not None:  # else patches copied without their annotations: nothing to compare
+        manifest.check_inputs(patch_set, out / "patches.csv",
+                              {"annotations": manifest.digest(marks_set)}, "crop")
     patches = np.load(out / "patches.npy", mmap_mode="r")
     rows = read_csv(out / "patches.csv")
     if len(rows) != len(patches):
