@@ -271,6 +271,18 @@ def test_resume_skips_complete_patients(tmp_path):
     assert not list(tmp_path.glob(".*"))
 
 
+def test_a_smaller_cohort_removes_the_patients_past_it_and_nothing_else(tmp_path):
+    write(tmp_path, patients=3, size=64, slices=8)
+    (tmp_path / "notes.txt").write_text("mine")
+    smaller = write(tmp_path, patients=2, size=96, slices=8)  # another recipe, fewer patients
+    assert (smaller["patients_written"], smaller["patients_removed"]) == (2, 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == \
+        ["LIDC-IDRI-0001", "LIDC-IDRI-0002", "cohort.json", "notes.txt"]
+    truth = json.loads((tmp_path / "cohort.json").read_text())
+    assert {e["made_with"]["size"] for e in truth["patients"].values()} == {96}
+    assert sorted(truth["patients"]) == ["LIDC-IDRI-0001", "LIDC-IDRI-0002"]
+
+
 def test_interrupted_patient_is_rewritten(tmp_path):
     write(tmp_path, patients=1, size=96, slices=8)
     truth = json.loads((tmp_path / "cohort.json").read_text())

@@ -49,6 +49,9 @@ def main(argv=None):
     counts = {"patients written": result["patients_written"],
               "patients skipped (already complete)": result["patients_skipped"],
               "files written": result["files"]}
+    if result["patients_removed"]:
+        counts["patients removed (past --patients, from a larger cohort)"] = \
+            result["patients_removed"]
     for name in CLASS_NAMES:
         counts[f"{name}: lesions / reader marks / patches to expect"] = (
             f"{result['lesions'][name]} / {result['marks'][name]} / "

@@ -11,6 +11,7 @@ skips the patients already complete with the same seed, size and slices.
     summary = write_cohort("data/LIDC-IDRI", patients=12, seed=0)
     truth = read_cohort("data/LIDC-IDRI")
 """
+import contextlib
 import dataclasses
 import json
 import os
@@ -50,7 +51,9 @@ def write_cohort(root, patients=DEFAULT_PATIENTS, force=False, on_patient=None, 
       **recipe: the fields of Recipe: `seed` (fixes every random choice), `size` (rows =
         columns of each CT slice; pixel spacing is 360 mm / size), `slices` (per series).
     Returns:
-      a dict: patients_written, patients_skipped, files (written by this run), lesions and marks
+      a dict: patients_written, patients_skipped, patients_removed (this generator's patients
+      past `patients`, from a larger cohort written before), files (written by this run),
+      lesions and marks
       (per class name, over the whole cohort), patches_expected (per class name: one per contour
       slice per reader, one per point and per non-nodule) and cohort (the path of cohort.json).
     Raises:
@@ -84,7 +87,24 @@ def write_cohort(root, patients=DEFAULT_PATIENTS, force=False, on_patient=None, 
             written += 1
         if on_patient is not None:
             on_patient(name, not done)
-    return _summary(root, cohort, written, skipped, files)
+    removed = _remove_beyond(root, cohort, patients)
+    return {**_summary(root, cohort, written, skipped, files), "patients_removed": removed}
+
+
+def _remove_beyond(root, cohort, patients):
+    """Removes this generator's patients past the first `patients` (a cohort written larger
+    before): the root then holds the cohort asked for, and the index finds no patient of
+    another size or recipe. Returns how many were removed."""
+    wanted = {patient_id(k) for k in range(1, patients + 1)}
+    extra = sorted(set(cohort["patients"]) - wanted)
+    for name in extra:
+        # The folder first: killed here, cohort.json still lists it and the next run removes
+        # it; the other order would leave a folder that _check_ours takes for a real one.
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(Path(root) / name)
+        del cohort["patients"][name]
+        write_json(Path(root) / COHORT_FILE, cohort)
+    return len(extra)
 
 
 def read_cohort(root):
