@@ -2,13 +2,16 @@
 
   python -m tools.train --net resnet50 --name demo --min-steps 300 --stop-accuracy 0.8
   python -m tools.train --name demo --resume          # continues from the latest checkpoint
-  tensorboard --logdir runs/demo
+  .venv/bin/tensorboard --logdir runs/demo      # the curves (or tensorboard with .venv active)
 
 The stop rule is the paper's: validation accuracy every --eval-every steps, stop at the first
 evaluation past --min-steps with accuracy over --stop-accuracy, else at --max-steps (or earlier
 with --patience). See training/loop.py for what the run folder holds.
 """
 import importlib.util
+import os
+import sys
+from pathlib import Path
 
 from tools import cli
 
@@ -74,9 +77,16 @@ def main(argv=None):
         "run folder": run_dir,
         "saved model": run_dir / "saved_model",
         "next": f"python -m tools.evaluate --name {config['name']}; "
-                f"tensorboard --logdir {run_dir}",
+                f"{_tensorboard()} --logdir {run_dir}",
     })
     return 0
+
+
+def _tensorboard():
+    """How to start TensorBoard from here: the one beside this interpreter (.venv/bin, which a
+    shell without .venv active does not have on its PATH), relative to the current folder."""
+    beside = Path(sys.executable).parent / "tensorboard"
+    return os.path.relpath(beside) if beside.is_file() else "tensorboard"
 
 
 def _best_line(best):
