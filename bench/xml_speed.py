@@ -229,8 +229,10 @@ def run_stage(folder, work):
 def careful_stage(folder, work):
     """run_stage with every region read point by point (the careful path)."""
     from lidc import reads
-    every_region_careful = lambda regions: {el: (h, None) for el, h in regions}  # noqa: E731
-    with mock.patch.object(reads, "_bulk_points", every_region_careful):
+    def every_region_careful(regions, markers):
+        return {el: (reads._children(el, name), None) for el, name in regions}
+    with mock.patch.object(reads, "_without_points", lambda data: None), \
+            mock.patch.object(reads, "_bulk_points", every_region_careful):
         run_stage(folder, work)
 
 

@@ -29,6 +29,7 @@ import itertools
 import math
 import operator
 import re
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +61,7 @@ class Session:
     faulty: frozenset  # positions in `keys` of the children with a problem
     mark_positions: frozenset  # positions in `keys` of the mark elements
     children: list = field(default_factory=list, repr=False, compare=False)
+    markers: dict = field(default_factory=dict, repr=False, compare=False)  # marker: its run
     _digests: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -71,7 +73,7 @@ class Session:
     def part(self, index):
         """The digest of child `index` (`_digest`), computed once."""
         if index not in self._digests:
-            self._digests[index] = _digest(self.children[index])
+            self._digests[index] = _digest(self.children[index], self.markers)
         return self._digests[index]
 
     @property
@@ -114,6 +116,11 @@ def _parser():
 
 def load_root(path):
     """Parses `path` safely; returns its root element or raises LidcError."""
+    return _parse(path, _file_bytes(path))
+
+
+def _file_bytes(path):
+    """The bytes of an XML file no larger than any read; LidcError otherwise."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -132,6 +139,11 @@ def load_root(path):
         raise LidcError(path, f"cannot read the file ({e.strerror})") from None
     if len(data) > MAX_XML_BYTES:
         raise LidcError(path, "grew past the size of any LIDC read while being read; refused")
+    return data
+
+
+def _parse(path, data):
+    """The root element of the XML `data` read from `path`; LidcError if it is not one."""
     try:
         tree = etree.ElementTree(etree.fromstring(data, _parser()))
     except etree.XMLSyntaxError as e:
@@ -269,23 +281,133 @@ def parse_read(path, patient_id=""):
     Raises:
       LidcError: the file is not a usable CT read; the message names the file and the reason.
     """
-    root = load_root(path)
+    data = _file_bytes(path)
+    stripped = _without_points(data)
+    if stripped is not None:
+        try:
+            root = _parse(path, stripped[0])
+        except LidcError:
+            root = None  # refused below for what the file as written says (lines, columns)
+        if root is not None:
+            try:
+                return _read(path, patient_id, root, stripped[1])
+            except _RunOutOfPlace:
+                pass
+    return _read(path, patient_id, _parse(path, data), [])
+
+
+def _read(path, patient_id, root, runs):
+    """The Read of a parsed file; `runs` are the point runs `_without_points` took out of it."""
     series_uid, study_uid = header_uids(path, root)
     base = dict(patient_id=patient_id, series_uid=series_uid, xml_file=str(path))
     elements = _children(root, "readingSession")
-    points = _bulk_points(_regions_of(elements))
-    sessions = [_session(path, position, el, base, points)
+    markers = dict(zip(root.iter(_MARKER_TAG), runs)) if runs else {}
+    if len(markers) != len(runs):
+        raise _RunOutOfPlace  # a run inside a comment, a CDATA section, ...
+    points = _bulk_points(_regions_of(elements), markers)
+    sessions = [_session(path, position, el, base, points, markers)
                 for position, el in enumerate(elements)]
     return Read(path=str(path), series_uid=series_uid, study_uid=study_uid, sessions=sessions,
                 misplaced=_misplaced(path, root))
+
+
+# Nearly all of a read is its points, and every real read writes them one way: runs of
+# <edgeMap> (or <locus>) elements without a prefix, each an xCoord then a yCoord holding a whole
+# number in its one plain form, blanks between the tags. Such a run says nothing but its
+# numbers, so it is taken out of the file before the parse (which then builds a tenth of the
+# tree) and read with one regular expression and numpy; an empty <lidc-points/> takes its place
+# in the tree, with the run's line breaks after it so that every line number stays right. The
+# file is parsed as written instead when anything of a point is left outside the runs (another
+# form, a prefix, a stray coordinate), when the marker's name is in the file already, or when a
+# marker does not end up where its holders belong (a run inside a comment or CDATA section,
+# holders outside a region): `_RunOutOfPlace`.
+_BLANKS = rb"[ \t\r\n]*"
+_WHOLE = rb"(?:0|[1-9][0-9]{0,5})"  # one text per value, so that digests stay exact
+
+
+def _run_pattern(holder):
+    one = (rb"<%s>%s<xCoord>%s</xCoord>%s<yCoord>%s</yCoord>%s</%s>"
+           % (holder, _BLANKS, _WHOLE, _BLANKS, _WHOLE, _BLANKS, holder))
+    return rb"%s(?:%s%s)*" % (one, _BLANKS, one)
+
+
+# Each begins with its literal tag, which the engine finds fast (a choice of the two is 3x slower).
+_RUNS = (re.compile(_run_pattern(b"edgeMap")), re.compile(_run_pattern(b"locus")))
+_MARKER = "lidc-points"
+_MARKER_TAG = "{*}" + _MARKER
+_POINT_WORDS = (b"edgeMap", b"locus", b"xCoord", b"yCoord")
+_POINT_NAMES = frozenset(("edgeMap", "locus", _MARKER))
+_ALL_BYTES = bytes(range(256))
+_NOT_LINE_BREAKS = _ALL_BYTES.translate(None, b"\r\n")
+# Digits kept, tags' "<" turned into separators, everything else dropped: a few bytes a point.
+_NUMBERS = bytes(0x20 if c == 0x3C else c for c in _ALL_BYTES)
+_NOT_NUMBERS = bytes(c for c in _ALL_BYTES if not (0x30 <= c <= 0x39 or c in b"<-"))
+_BETWEEN_RUNS = b"<-1<"
+_BLANK_RUN = re.compile(rb"[ \t\r\n]+")
+
+
+class _RunOutOfPlace(Exception):
+    """A marker of `_without_points` is not where the holders of its run belong."""
+
+
+def _without_points(data):
+    """(data with each run of plainly written points replaced by a marker, [the runs' matches])
+    or None when there is none, or something of a point is left outside them."""
+    pieces, runs, last = [], [], 0
+    found = [run for pattern in _RUNS for run in pattern.finditer(data)]
+    crlf = b"\r" in data
+    for run in sorted(found, key=lambda run: run.start()) if found else ():
+        start, end = run.span()
+        breaks = data[start:end].translate(None, _NOT_LINE_BREAKS) if crlf else \
+            b"\n" * data.count(b"\n", start, end)
+        pieces += (data[last:start], b"<lidc-points/>", breaks)
+        runs.append(run)
+        last = end
+    if not runs:
+        return None
+    pieces.append(data[last:])
+    out = b"".join(pieces)
+    if any(word in out for word in _POINT_WORDS) or out.count(b"lidc-points") != len(runs):
+        return None
+    return out, runs
+
+
+def _run_holder(run):
+    return "edgeMap" if run.re is _RUNS[0] else "locus"
+
+
+def _run_points(regions):
+    """{region: (a range as long as its points, its (row, col) points)} of (region, its runs)
+    pairs: the numbers of every run at once."""
+    runs = [run for _, own in regions for run in own]
+    if not runs:
+        return {}
+    # The runs' numbers, each run's ended by -1 (their only negative number).
+    text = _BETWEEN_RUNS.join(run.group() for run in runs) + _BETWEEN_RUNS
+    values = np.fromstring(text.translate(_NUMBERS, _NOT_NUMBERS), dtype=np.int32, sep=" ")
+    ends = np.flatnonzero(values < 0)
+    if len(ends) != len(runs) or np.any(np.diff(ends, prepend=-1) % 2 == 0):
+        raise _RunOutOfPlace  # never: the pattern holds two numbers a point
+    points = np.delete(values, ends).reshape(-1, 2)[:, ::-1].copy()  # (yCoord, xCoord)
+    ends = (ends - np.arange(len(ends))) // 2  # where each run's points end
+    found, start, k = {}, 0, 0
+    for el, own in regions:
+        k += len(own)
+        end = int(ends[k - 1])
+        found[el] = (range(end - start), points[start:end])
+        start = end
+    return found
 
 
 def _misplaced(path, root):
     """(path, reason) of each reading session not directly in the root, and each mark not
     directly in a session: no reader is known for them, so they are left out, never silently."""
     out = []
+    sessions = set(root.iterchildren("{*}readingSession"))
     for el in root.iter("{*}readingSession", *(f"{{*}}{name}" for name in _MARKS)):
         parent = el.getparent()
+        if parent in sessions:
+            continue  # a mark where it belongs (most of them: no name to look up)
         if _local(el) == "readingSession":
             misplaced = parent is not root
         else:  # a mark inside a misplaced session goes with it, and is not named again
@@ -296,13 +418,13 @@ def _misplaced(path, root):
     return out
 
 
-def _session(path, position, el, base, points):
+def _session(path, position, el, base, points, markers):
     reader = f"{Path(path).stem}:{position}"
     base = dict(base, reader=reader, radiologist_id=_text(el, "servicingRadiologistID") or "")
     children = list(el)
     keys, marks, dropped, faulty, positions, seen = [], [], [], set(), set(), {}
     session = Session(str(path), position, reader, (), marks, dropped, frozenset(), frozenset(),
-                      children)
+                      children, markers)
     for index, child in enumerate(children):
         read_mark = _MARKS.get(_local(child))
         if read_mark is None:  # a session's own fields (version, radiologist)
@@ -329,7 +451,7 @@ def _session(path, position, el, base, points):
     return session
 
 
-def _digest(el):
+def _digest(el, markers=None):
     """A digest of an element's content as this module reads it: names without their namespace,
     attributes, and texts without surrounding blanks (so a re-indented copy is the same), its
     own tail included. Two elements have the same digest exactly when `_walk_digest` says so.
@@ -338,11 +460,12 @@ def _digest(el):
     processing instructions, the serialisation with namespace declarations and prefixes
     dropped, blanks next to tags removed and empty elements written one way holds exactly the
     names and stripped texts the walk hashes. Elements with attributes or processing
-    instructions (which a copy has too, or it would not be the same) are walked.
+    instructions (which a copy has too, or it would not be the same) are walked. A marker of
+    `_without_points` (in `markers`) stands for its run as the file has it.
     """
     text = _DECLARATIONS.sub("", etree.tostring(el, encoding=str))
     if "<?" in text or '="' in text:
-        return "walk:" + _walk_digest(el)
+        return "walk:" + _walk_digest(el, markers)
     # A carriage return, the one character lxml writes as a reference, is a blank to strip().
     text = text.replace("&#13;", "\r")
     if ":" in text:  # a prefix can only be there if a colon is
@@ -352,6 +475,8 @@ def _digest(el):
     # Blanks after a tag, then before one: searched for in the reversed text, where the tag's
     # "<" comes first, which the regular expression engine finds much faster than a blank.
     text = _BLANKS_BEFORE_REVERSED.sub("<", _BLANKS_AFTER.sub(">", text)[::-1])[::-1]
+    if markers and _MARKED in text:
+        text = _with_runs(text, el, markers)
     return "text:" + hashlib.sha1(text.strip().encode()).hexdigest()
 
 
@@ -363,33 +488,59 @@ _BLANKS_AFTER = re.compile(r">\s+")
 _BLANKS_BEFORE_REVERSED = re.compile(r"<\s+")
 
 
-def _walk_digest(el):
+def _with_runs(text, el, markers):
+    """`text` (serialised, blanks next to tags removed) with each marker in `el` replaced by its
+    run, written the same way."""
+    pieces = text.split(_MARKED)
+    runs = [_BLANK_RUN.sub(b"", markers[m].group()).decode() for m in el.iter(_MARKER_TAG)]
+    return "".join(itertools.chain.from_iterable(zip(pieces, runs + [""])))
+
+
+_MARKED = f"<{_MARKER}></{_MARKER}>"
+
+
+def _walk_digest(el, markers=None):
     """The digest of `_digest`, node by node: for each element its name, attributes and text,
     then its children, then its tail; a processing instruction (which etree.iterwalk, used
     before, passed over with the text after it) by its target and text, then its tail."""
     h = hashlib.sha1()
-    _walk(el, h)
+    _walk(el, h, markers or {})
     return h.hexdigest()
 
 
-def _walk(el, h):
+def _walk(el, h, markers):
+    run = markers.get(el)
+    if run is not None:
+        _walk_run(run, el.tail, h)
+        return
     if isinstance(el.tag, str):
         attributes = sorted((etree.QName(k).localname, v) for k, v in el.attrib.items())
         h.update(f"\1{_local(el)}\3{attributes!r}\3{(el.text or '').strip()}".encode())
     else:  # a processing instruction (the parser drops comments)
         h.update(f"\4{el.target}\3{(el.text or '').strip()}".encode())
     for child in el:
-        _walk(child, h)
+        _walk(child, h, markers)
     h.update(b"\2" + (el.tail or "").strip().encode())
+
+
+def _walk_run(run, tail, h):
+    """What `_walk` hashes for the holders of a run, the last of them followed by `tail`."""
+    numbers = run.group().translate(_NUMBERS, _NOT_NUMBERS).split()
+    holder = f"\1{_run_holder(run)}\3[]\3".encode()
+    for x, y in zip(numbers[::2], numbers[1::2]):
+        h.update(holder + b"\1xCoord\3[]\3" + x + b"\2\1yCoord\3[]\3" + y + b"\2\2")
+    h.update((tail or "").strip().encode())
 
 
 def _signature(el, points):
     """A key of a mark element that two elements with the same `_digest` always share, cheap to
     get: its name, its children's own texts (stripped, as the digest has them: not their string
-    values, which a processing instruction inside could make differ), and the points of each
+    values, which a processing instruction inside could make differ) but the point holders'
+    (which a run taken out of the file has not), and the points of each
     region read on the fast path (made from those same texts; None for a region read point by
     point, whose values could differ in that way)."""
-    return (_local(el), tuple((c.text or "").strip() for c in el), tuple(points))
+    return (_local(el), tuple((c.text or "").strip() for c in el
+                              if _local(c) not in _POINT_NAMES), tuple(points))
 
 
 def _nodule(path, el, base, points):
@@ -468,20 +619,22 @@ _TEXT = operator.attrgetter("text")
 
 
 def _regions_of(sessions):
-    """(element, its point holders) of each region the sessions' marks have: each <roi> of a
-    nodule with its <edgeMap>s, each non-nodule with its <locus>es."""
+    """(element, the name of its point holders) of each region the sessions' marks have: each
+    <roi> of a nodule (<edgeMap>), each non-nodule (<locus>)."""
     for session in sessions:
         for mark in session.iterchildren("{*}unblindedReadNodule", "{*}nonNodule"):
             if _local(mark) == "nonNodule":
-                yield mark, _children(mark, "locus")
+                yield mark, "locus"
             else:
                 for roi in mark.iterchildren("{*}roi"):
-                    yield roi, _children(roi, "edgeMap")
+                    yield roi, "edgeMap"
 
 
-def _bulk_points(regions):
+def _bulk_points(regions, markers):
     """{region element: (its point holders, its (row, col) points, or None where the careful
-    path is to read them)} of (element, holders) pairs: the points of a file, in bulk.
+    path is to read them)} of (element, holder name) pairs: the points of a file, in bulk.
+    A region whose holders `_without_points` took out (`markers`: marker element: its run) has
+    a range as long as its points for holders; a marker anywhere else raises _RunOutOfPlace.
 
     A region's points are read in bulk when every xCoord and yCoord under it is the child of one
     of its holders, one of each per holder (so the first of each, which the careful path reads,
@@ -492,7 +645,18 @@ def _bulk_points(regions):
     alone, to find the regions that are not.
     """
     found, plain, ys, xs = {}, [], [], []
-    for el, holders in regions:
+    runs = defaultdict(list)
+    for marker, run in markers.items():
+        runs[marker.getparent()].append(run)
+    taken = []
+    for el, name in regions:
+        own = runs.pop(el, None)
+        if own is not None:
+            if any(_run_holder(run) != name for run in own):
+                raise _RunOutOfPlace
+            taken.append((el, own))
+            continue
+        holders = _children(el, name)
         found[el] = (holders, None)
         x, y = list(el.iter("{*}xCoord")), list(el.iter("{*}yCoord"))
         if list(map(_PARENT, x)) == holders and list(map(_PARENT, y)) == holders and \
@@ -507,6 +671,9 @@ def _bulk_points(regions):
         part = points[start:start + n] if points is not None else \
             _to_points(ys[start:start + n], xs[start:start + n])
         found[el] = (found[el][0], part)
+    if runs:
+        raise _RunOutOfPlace
+    found.update(_run_points(taken))
     return found
 
 

@@ -19,7 +19,7 @@ from lidc import lesions, reads
 from lidc.errors import LidcError
 from lidc.stages import annotations
 from tests.helpers import lidc_xml, square
-from tests.test_reads_fast import careful, content
+from tests.test_reads_fast import careful, content, in_tree
 
 SOPS = [f"1.2.3.{k}" for k in range(4)]
 Z = [-10.0, -12.5, -15.0, -17.5]
@@ -134,25 +134,29 @@ def test_a_mutated_read_gives_records_or_lidc_error_naming_the_file(tmp_path, mu
     assert_usable(read, path.read_bytes())
 
 
-# The bulk path (lidc.reads._bulk_points) against the careful one, on the same mutated reads.
+# The fast paths (lidc.reads._without_points, then _bulk_points) against the points left in the
+# tree and against the careful path, on the same mutated reads.
 
-def outcome(path):
+def outcome(path, digests=False):
     """What parse_read gives for `path`: its content (tests.test_reads_fast.content), or the
-    LidcError's reason."""
+    LidcError's reason; with `digests`, and its sessions' digests (which find copies)."""
     try:
-        return content(reads.parse_read(path))
+        read = reads.parse_read(path)
     except LidcError as e:
         return e.reason
+    return content(read) + ((tuple(s.parts for s in read.sessions),) if digests else ())
 
 
 @FUZZ
 @given(mutations=MUTATIONS)
-def test_the_bulk_path_reads_a_mutated_read_as_the_careful_path_does(tmp_path, mutations):
+def test_the_fast_paths_read_a_mutated_read_as_the_careful_path_does(tmp_path, mutations):
     path = tmp_path / "fuzz.xml"
     path.write_bytes(mutate(mutations))
-    fast = outcome(path)
+    fast = outcome(path, digests=True)
+    with in_tree():
+        assert outcome(path, digests=True) == fast
     with careful():
-        assert outcome(path) == fast
+        assert outcome(path, digests=True) == fast
 
 
 # Numbers written oddly but validly: split by a comment, a CDATA section, a character reference,

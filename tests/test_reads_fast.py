@@ -1,7 +1,8 @@
-"""lidc.reads at the parser's speed: the bulk path reads what the careful path reads.
+"""lidc.reads at the parser's speed: the fast paths read what the careful path reads.
 
-Points are read in bulk (lidc.reads._bulk_points) unless a region holds something unusual, and
-then point by point; numbers split by a comment, a CDATA section, a character reference, a
+Runs of plainly written points are taken out of the file before the parse and read with numpy
+(lidc.reads._without_points); the points left in the tree are read in bulk
+(lidc.reads._bulk_points) unless a region holds something unusual, and then point by point; numbers split by a comment, a CDATA section, a character reference, a
 processing instruction or an element are read by XML's rules (one number) either way. Session
 digests come from lxml's serialisation where that is exact; headers from the start of a file.
 Each test reads the same input on both paths and compares; the real samples
@@ -39,26 +40,49 @@ def edited(text, old, new):
 
 
 @contextlib.contextmanager
+def in_tree():
+    """Every point left in the tree: no run taken out before the parse."""
+    with mock.patch.object(reads, "_without_points", lambda data: None):
+        yield
+
+
+@contextlib.contextmanager
 def careful():
-    """Every region read point by point, as before the bulk path."""
-    every_region = lambda regions: {el: (h, None) for el, h in regions}  # noqa: E731
-    with mock.patch.object(reads, "_bulk_points", every_region):
+    """Every region read point by point, as before the fast paths."""
+    def every_region(regions, markers):
+        return {el: (reads._children(el, name), None) for el, name in regions}
+    with in_tree(), mock.patch.object(reads, "_bulk_points", every_region):
         yield
 
 
 def bulk_regions(path):
-    """Whether the bulk path read the points of each region (<roi>, <nonNodule>) of a file, in
+    """Whether a fast path read the points of each region (<roi>, <nonNodule>) of a file, in
     file order."""
     seen = []
     real = reads._bulk_points
 
-    def spy(regions):
-        found = real(regions)
+    def spy(regions, markers):
+        found = real(regions, markers)
         seen.extend(points is not None for _, points in found.values())
         return found
     with mock.patch.object(reads, "_bulk_points", spy):
         reads.parse_read(path)
     return seen
+
+
+def runs_taken_out(path):
+    """How many runs of points the read of `path` took out of the file before its parse (0 when
+    it parsed the file as written)."""
+    taken = []
+    real = reads._read
+
+    def spy(path, patient_id, root, runs):
+        read = real(path, patient_id, root, runs)
+        taken.append(len(runs))
+        return read
+    with mock.patch.object(reads, "_read", spy):
+        reads.parse_read(path)
+    return taken[-1]
 
 
 def content(read):
@@ -72,10 +96,13 @@ def content(read):
 
 
 def both(tmp_path, text, name="001.xml"):
-    """(content on the bulk path, content on the careful path) of `text` as a file."""
+    """(content on the fast paths, content on the careful path) of `text` as a file; the
+    content with every point left in the tree is checked to be the fast paths' too."""
     path = tmp_path / name
     path.write_bytes(text.encode() if isinstance(text, str) else text)
     fast = content(reads.parse_read(path))
+    with in_tree():
+        assert content(reads.parse_read(path)) == fast
     with careful():
         slow = content(reads.parse_read(path))
     return fast, slow
@@ -399,3 +426,70 @@ def test_generated_reads_with_odd_formatting_give_byte_identical_outputs(tmp_pat
         PLAIN.replace("UTF-8", "ISO-8859-1").replace("N1", "N\u00e9").encode("latin-1"))
     marks = assert_same_outputs_on_both_paths(xml, tmp_path)
     assert {m.nodule_id for m in marks} >= {"N0", "N1", "N2", "N3", "N4", "N5", "N\u00e9"}
+
+
+# Runs of points taken out before the parse (lidc.reads._without_points). -------------------
+
+RUN = "<edgeMap><xCoord>1</xCoord><yCoord>2</yCoord></edgeMap>"
+
+
+@pytest.mark.parametrize("line_end", ["\n", "\r\n", "\r"])
+def test_plain_points_are_taken_out_before_the_parse_and_every_line_stays(tmp_path, line_end):
+    # A bad rating and a bad z after the runs: their reasons name their lines.
+    xml = lidc_xml([[NODULE, NON], [NODULE]]).replace("<malignancy>4<", "<malignancy>9<")
+    xml = edited(xml, "<imageZposition>-12.500000 </imageZposition>",
+                 "<imageZposition>high</imageZposition>").replace("\n", line_end)
+    fast, slow = both(tmp_path, xml)
+    assert fast == slow and runs_taken_out(tmp_path / "001.xml") == 5
+    assert len(fast[3]) == 3 and all("line " in reason for _, reason in fast[3])
+
+
+# (where, what): something that looks like points but is not where they belong, or a file the
+# runs would read differently from its tree; each is parsed as written.
+PARSED_AS_WRITTEN = [
+    ("<noduleID>N1</noduleID>", f"<noduleID>N1</noduleID><!--{RUN}-->"),
+    ("<noduleID>N1</noduleID>", f"<noduleID><![CDATA[{RUN}]]>N1</noduleID>"),
+    ("<noduleID>N1</noduleID>", f"<noduleID>N1</noduleID><?pi {RUN}?>"),
+    ("<noduleID>N1</noduleID>", f"<noduleID>N1</noduleID>{RUN}"),  # holders outside a region
+    ("<inclusion>TRUE</inclusion>",
+     "<inclusion>TRUE</inclusion><locus><xCoord>1</xCoord><yCoord>2</yCoord></locus>"),
+    ("<noduleID>N1</noduleID>", "<noduleID>lidc-points</noduleID>"),  # the marker's name
+    ("<xCoord>37</xCoord>", "<xCoord>037</xCoord>"),  # not the number's one plain form
+    ("<xCoord>37</xCoord>", "<xCoord> 37</xCoord>"),
+    ("<edgeMap><xCoord>38</xCoord>", '<edgeMap a="1"><xCoord>38</xCoord>'),
+    ("<xCoord>38</xCoord>", "<xCoord>38</xCoord><xCoord>5</xCoord>"),
+]
+
+
+@pytest.mark.parametrize("old,new", PARSED_AS_WRITTEN)
+def test_points_out_of_their_plain_place_are_read_from_the_file_as_written(tmp_path, old, new):
+    fast, slow = both(tmp_path, edited(PLAIN, old, new))
+    assert fast == slow and runs_taken_out(tmp_path / "001.xml") == 0
+
+
+def test_a_file_broken_after_a_run_is_refused_for_what_it_says_as_written(tmp_path):
+    # On one line: the column of the fault is after the runs taken out.
+    path = tmp_path / "001.xml"
+    path.write_text(edited(PLAIN, "</inclusion><edgeMap>", "</inclusion><edgeMap>")
+                    .replace("</roi><roi>", "</roi><roi <>", 1))
+    with pytest.raises(LidcError) as fast:
+        reads.parse_read(path)
+    with pytest.raises(LidcError) as written:
+        reads.load_root(path)
+    assert fast.value.reason == written.value.reason and "column" in fast.value.reason
+
+
+@pytest.mark.parametrize("extra", [' a="1"', ""])
+def test_a_copy_read_as_written_is_the_same_session_as_one_read_from_runs(tmp_path, extra):
+    # The comment keeps the copy's points in its tree; an attribute has digests walked.
+    original = PLAIN.replace("<roi>", f"<roi{extra}>")
+    one, two = tmp_path / "001.xml", tmp_path / "002.xml"
+    one.write_text(original)
+    two.write_text(edited(original, "</noduleID>", "</noduleID><!-- edgeMap -->"))
+    assert runs_taken_out(one) > 0 and runs_taken_out(two) == 0
+    a, b = reads.parse_read(one).sessions[0], reads.parse_read(two).sessions[0]
+    assert a.keys == b.keys and a.parts == b.parts
+    changed = reads.parse_read(one).sessions[0]
+    changed_file = tmp_path / "003.xml"
+    changed_file.write_text(edited(original, "<xCoord>38</xCoord>", "<xCoord>39</xCoord>"))
+    assert reads.parse_read(changed_file).sessions[0].parts != changed.parts
