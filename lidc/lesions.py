@@ -20,7 +20,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from lidc.records import OUTSIDE, STRAY, UNMATCHED, Z_CONFLICT
+from lidc.records import OUTSIDE, STRAY, UNMATCHED, Z_CONFLICT, region_shapes
 
 CLUSTER_MARGIN_MM = 3.0
 # Without images (the XML-only archive) spacing is unknown: the collection's typical values.
@@ -40,6 +40,7 @@ def match_slices(marks, sop_uids, z, thickness, shape=None):
       thickness: slice thickness in mm (the z tolerance is half of it).
       shape: (rows, cols) of the images; regions whose centroid falls outside get OUTSIDE.
     """
+    region_shapes([r for m in marks for r in m.rois])  # every centroid at once
     slices_of = defaultdict(list)
     for i, uid in enumerate(sop_uids):
         slices_of[uid].append(i)
@@ -81,7 +82,7 @@ def _inside(point, shape):
 def cluster(marks, spacing=None, thickness=None):
     """Groups one series' marks into lesions, never two marks of one reader in one lesion.
 
-    Pairs of marks of different readers that may be one lesion (`_same_lesion`) join nearest
+    Pairs of marks of different readers that may be one lesion (`_candidate_pairs`) join nearest
     first (3-D distance between centroids; ties in mark order), except where the two groups
     already hold a mark of the same reader: single linkage that a reader's two marks can never
     chain together through a third reader's mark. The result depends only on the marks' order.
@@ -95,15 +96,10 @@ def cluster(marks, spacing=None, thickness=None):
     """
     spacing = spacing or TYPICAL_SPACING_MM
     thickness = thickness or TYPICAL_THICKNESS_MM
-    shapes = [_extent(m, spacing) for m in marks]
-    pairs = sorted((_distance(shapes[i], shapes[j]), i, j)
-                   for i in range(len(marks)) for j in range(i + 1, len(marks))
-                   if marks[i].reader != marks[j].reader
-                   and _same_lesion(shapes[i], shapes[j], thickness))
     group = list(range(len(marks)))
     members = {i: [i] for i in group}
     readers = {i: {m.reader} for i, m in enumerate(marks)}
-    for _, i, j in pairs:
+    for i, j in _candidate_pairs(marks, spacing, thickness):
         a, b = sorted((group[i], group[j]))
         if a == b or readers[a] & readers[b]:
             continue
@@ -115,32 +111,51 @@ def cluster(marks, spacing=None, thickness=None):
     return [numbers.setdefault(group[i], len(numbers)) for i in range(len(marks))]
 
 
-def _extent(mark, spacing):
-    """(centroid_mm, radius_mm, z_min, z_max) of the regions that outline a mark: its included
-    regions but stray clicks (which pylidc ignores too; all of them if nothing else is left)."""
-    rois = [r for r in mark.included if r.status != STRAY] or mark.included or mark.rois
-    centroids = np.array([r.centroid for r in rois]) * spacing
-    radius = max(_radius(r.points) for r in rois) * spacing
-    zs = [r.z for r in rois]
-    return centroids.mean(axis=0), radius, min(zs), max(zs)
+def _outline(mark):
+    """The regions that outline a mark: its included regions but stray clicks (which pylidc
+    ignores too; all of them if nothing else is left)."""
+    return [r for r in mark.included if r.status != STRAY] or mark.included or mark.rois
 
 
-def _radius(points):
-    """Half the larger side of a region's bounding box, in pixels (0 for a point)."""
-    span = points.max(axis=0) - points.min(axis=0)
-    return float(span.max()) / 2.0
-
-
-def _distance(a, b):
-    """3-D distance in mm between two extents' centres (in-plane centroid, middle of z)."""
-    (ca, _, lo_a, hi_a), (cb, _, lo_b, hi_b) = a, b
-    return float(np.hypot(np.hypot(*(ca - cb)), (lo_a + hi_a - lo_b - hi_b) / 2))
-
-
-def _same_lesion(a, b, thickness):
-    (ca, ra, lo_a, hi_a), (cb, rb, lo_b, hi_b) = a, b
-    # One slice of slack: readers often put a tiny nodule's single point on adjacent slices.
+def _candidate_pairs(marks, spacing, thickness):
+    """The pairs (i, j), i < j, of marks of different readers that may be one lesion, nearest
+    first (ties in mark order): their z extents (of their outlines, `_outline`) overlap within
+    one slice thickness (readers often put a tiny nodule's single point on adjacent slices),
+    and their centroids (the mean of their regions' centroids) are within the larger one's
+    radius (half the larger side of its largest region's bounding box) plus CLUSTER_MARGIN_MM.
+    The distance is 3-D: in-plane centroids, the middles of the z extents. Every pair at once,
+    in numpy, with the operations a pair at a time would do in the same order."""
+    if len(marks) < 2:
+        return []
+    rois = [_outline(m) for m in marks]
+    flat = [r for regions in rois for r in regions]
+    boxes = region_shapes(flat)
+    sizes = np.array([len(regions) for regions in rois])
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    centres = _row_means(np.array([r.centroid for r in flat]) * spacing, starts, sizes)
+    radius = np.maximum.reduceat(
+        np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) / 2.0, starts) * spacing
+    z = np.array([r.z for r in flat])
+    lo, hi = np.minimum.reduceat(z, starts), np.maximum.reduceat(z, starts)
+    reader = np.unique([m.reader for m in marks], return_inverse=True)[1]
+    i, j = np.triu_indices(len(marks), 1)
     tolerance = thickness + 1e-6
-    if lo_a > hi_b + tolerance or lo_b > hi_a + tolerance:
-        return False
-    return float(np.hypot(*(ca - cb))) <= max(ra, rb) + CLUSTER_MARGIN_MM
+    near = np.hypot(*(centres[i] - centres[j]).T)
+    apart = (lo[i] > hi[j] + tolerance) | (lo[j] > hi[i] + tolerance)
+    keep = (reader[i] != reader[j]) & ~apart & \
+        (near <= np.maximum(radius[i], radius[j]) + CLUSTER_MARGIN_MM)
+    i, j, near = i[keep], j[keep], near[keep]
+    distance = np.hypot(near, (lo[i] + hi[i] - lo[j] - hi[j]) / 2)
+    order = np.lexsort((j, i, distance))
+    return list(zip(i[order].tolist(), j[order].tolist()))
+
+
+def _row_means(values, starts, sizes):
+    """The mean of each group of rows of `values` (group k: `sizes[k]` rows from `starts[k]`),
+    summed first to last as values[rows].mean(axis=0) does (np.add.reduceat adds them in
+    another order, which moves the last bit)."""
+    total = values[starts].copy()
+    for k in range(1, int(sizes.max())):
+        more = sizes > k
+        total[more] += values[starts[more] + k]
+    return total / sizes[:, None]

@@ -2,14 +2,17 @@
 
 Each unit of work (a folder, a series) is stored under WORK/.parts/STAGE/ as a pickle holding
 its key, a fingerprint of its inputs and its result; a unit whose inputs changed is redone.
-The folder may be deleted at any time: the next run redoes the work.
+The folder may be deleted at any time: the next run redoes the work. A part is written
+atomically but not synced to the disk (a sync each cost more than the rest of a unit of the
+XML reads): a killed process leaves the old part or the new one, and a part a power cut damaged
+fails to load and is redone.
 """
 import hashlib
 import os
 import shutil
 from pathlib import Path
 
-from lidc.io import load_pickle, save_pickle
+from lidc.io import load_pickle, remove_abandoned, save_pickle
 from lidc.errors import LidcError
 
 
@@ -35,11 +38,17 @@ def file_stat(path):
 class Parts:
     """The stored unit results of one stage."""
 
-    def __init__(self, work, stage, force=False):
+    def __init__(self, work, stage, force=False, keep=False):
+        """With `keep`, the results this process saves are also kept in memory and loaded from
+        there (for a stage that holds every result at the end anyway); those saved by worker
+        processes are read from their files."""
         self.stage = stage
         self.folder = Path(work) / ".parts" / stage
         if force and self.folder.exists():
             shutil.rmtree(self.folder)
+        elif self.folder.is_dir():
+            remove_abandoned(self.folder)
+        self._kept, self._owner = {}, os.getpid() if keep else None
 
     def _path(self, key):
         # A key may hold a file name that is not UTF-8 (decoded with surrogate escapes).
@@ -48,6 +57,10 @@ class Parts:
 
     def load(self, key, fp):
         """The stored result of `key` if its fingerprint is `fp`, else None."""
+        # Once: a caller may change what it gets, and the next gets the file's fresh copy.
+        kept = self._kept.pop(key, None)
+        if kept is not None and kept[0] == fp:
+            return kept[1]
         path = self._path(key)
         if not path.exists():
             return None
@@ -61,4 +74,11 @@ class Parts:
 
     def save(self, key, fp, result):
         """Stores the result of `key` computed from inputs of fingerprint `fp`."""
-        save_pickle(self._path(key), {"key": key, "fp": fp, "result": result})
+        save_pickle(self._path(key), {"key": key, "fp": fp, "result": result}, sync=False,
+                    tidy=False, plain_arrays=True)
+        if self._owner == os.getpid():
+            self._kept[key] = (fp, result)
+
+    def __getstate__(self):
+        # A worker process gets the folder, not what this process keeps.
+        return dict(self.__dict__, _kept={})

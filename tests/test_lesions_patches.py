@@ -5,7 +5,7 @@ import pytest
 from lidc import lesions
 from lidc.patches import crop
 from lidc.records import (NODULE, NON_NODULE, OUTSIDE, SMALL_NODULE, STRAY, UNMATCHED,
-                          Z_CONFLICT, Mark, Roi)
+                          Z_CONFLICT, Mark, Roi, region_shapes)
 
 
 def mark(reader, label, rois):
@@ -118,6 +118,66 @@ def test_stray_clicks_do_not_move_a_nodule_for_grouping():
     marks = [mark("r:0", NODULE, contour + [far_click]),
              mark("r:1", NODULE, [roi(2.5, "b", (51, 50), 5)])]
     assert lesions.cluster(marks, spacing=0.7, thickness=2.5) == [0, 0]
+
+
+def random_regions(rng, n):
+    """Regions of 1 to 300 points: random polygons, lines (no area), repeated points."""
+    out = []
+    for k in range(n):
+        size = int(rng.integers(1, 300))
+        points = rng.integers(0, 512, (size, 2))
+        if k % 7 == 0:
+            points = np.repeat(points[:1], size, axis=0) + np.arange(size)[:, None]
+        if k % 11 == 0:
+            points = np.repeat(points[:1], size, axis=0)
+        out.append(Roi(z=float(rng.integers(-40, 40)) * 2.5, sop_uid="", inclusion=True,
+                       points=points.astype(np.int32)))
+    return out
+
+
+def test_region_shapes_at_once_are_each_regions_own_to_the_last_bit():
+    rng = np.random.default_rng(5)
+    regions = random_regions(rng, 600)
+    alone = [Roi(r.z, r.sop_uid, r.inclusion, r.points.copy()) for r in regions]
+    boxes = region_shapes(regions)
+    assert [r.centroid for r in regions] == [r.centroid for r in alone]
+    assert [tuple(b) for b in boxes.tolist()] == [r.bbox for r in alone]
+
+
+def one_pair_at_a_time(marks, spacing, thickness):
+    """The grouping as it was written before it was done in numpy: for each pair of marks."""
+    def extent(m):
+        rois = [r for r in m.included if r.status != STRAY] or m.included or m.rois
+        centroids = np.array([r.centroid for r in rois]) * spacing
+        radius = max(float((r.points.max(0) - r.points.min(0)).max()) / 2 for r in rois)
+        zs = [r.z for r in rois]
+        return centroids.mean(axis=0), radius * spacing, min(zs), max(zs)
+    shapes = [extent(m) for m in marks]
+    pairs = []
+    for i in range(len(marks)):
+        for j in range(i + 1, len(marks)):
+            (ca, ra, lo_a, hi_a), (cb, rb, lo_b, hi_b) = shapes[i], shapes[j]
+            if marks[i].reader == marks[j].reader or lo_a > hi_b + thickness + 1e-6 or \
+                    lo_b > hi_a + thickness + 1e-6 or \
+                    float(np.hypot(*(ca - cb))) > max(ra, rb) + lesions.CLUSTER_MARGIN_MM:
+                continue
+            d = float(np.hypot(np.hypot(*(ca - cb)), (lo_a + hi_a - lo_b - hi_b) / 2))
+            pairs.append((d, i, j))
+    return [(i, j) for _, i, j in sorted(pairs)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_pairs_that_may_be_one_lesion_are_those_one_pair_at_a_time_gives(seed):
+    rng = np.random.default_rng(seed)
+    marks = []
+    for k in range(60):
+        centre = rng.integers(100, 140, 2)
+        regions = [roi(float(z) * 2.5, "", tuple(centre + rng.integers(-3, 4, 2)),
+                       int(rng.integers(0, 6))) for z in range(*sorted(rng.integers(0, 8, 2)))]
+        regions = regions or [roi(0.0, "", tuple(centre))]
+        marks.append(mark(f"r:{k % 4}", NODULE, regions))
+    expected = one_pair_at_a_time(marks, 0.7, 2.5)
+    assert lesions._candidate_pairs(marks, 0.7, 2.5) == expected and len(expected) > 20
 
 
 def test_crop_is_centred_rows_then_columns():

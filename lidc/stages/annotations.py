@@ -19,11 +19,11 @@ from lidc.errors import LidcError
 from lidc.io import read_csv, save_pickle, write_csv
 from lidc.lesions import TYPICAL_SPACING_MM, TYPICAL_THICKNESS_MM, cluster, match_slices
 from lidc.reads import header_uids, parse_read, replace_corrected, unique_sessions
-from lidc.records import CLASS_NAMES, STRAY
+from lidc.records import CLASS_NAMES, STRAY, region_shapes
 from lidc.resume import Parts, file_stat, fingerprint
 from lidc.stages import StageResult, index, write_skipped
 from lidc.stages.index import read_index
-from lidc.workers import Unit, parallel_map, run_units
+from lidc.workers import Unit, collector_paused, parallel_map, run_units
 
 # annotations.pkl (what crop reads) and annotations.csv are committed as one set, which records
 # the index it was placed on (lidc.manifest).
@@ -206,19 +206,17 @@ def assemble(parts, units, refused=None):
 
 def csv_rows(marks):
     """annotations.csv rows: one per mark per included region (slice)."""
+    boxes = iter(region_shapes([r for m in marks for r in m.included]).tolist())
     for m in marks:
         for roi in m.included:
             row, col = roi.centroid
-            r0, c0, r1, c1 = roi.bbox
-            yield {"mark_id": m.mark_id, "patient_id": m.patient_id, "series_uid": m.series_uid,
-                   "reader": m.reader, "radiologist_id": m.radiologist_id, "label": m.label,
-                   "nodule_id": m.nodule_id, "slice_index": roi.slice_index, "z": f"{roi.z:g}",
-                   "sop_uid": roi.sop_uid, "row": f"{row:.2f}", "col": f"{col:.2f}",
-                   "row_min": r0, "col_min": c0, "row_max": r1, "col_max": c1,
-                   "points": len(roi.points), "lesion_id": m.lesion_id,
-                   "lesion_readers": m.lesion_readers,
-                   "malignancy": m.characteristics.get("malignancy"), "status": roi.status,
-                   "xml_file": m.xml_file, "line": roi.line, "note": roi.note}
+            r0, c0, r1, c1 = next(boxes)
+            # In CSV_COLUMNS' order (write_csv takes lists as they are: a dict a row cost more).
+            yield [m.mark_id, m.patient_id, m.series_uid, m.reader, m.radiologist_id, m.label,
+                   m.nodule_id, roi.slice_index, f"{roi.z:g}", roi.sop_uid, f"{row:.2f}",
+                   f"{col:.2f}", r0, c0, r1, c1, len(roi.points), m.lesion_id,
+                   m.lesion_readers, m.characteristics.get("malignancy"), roi.status,
+                   m.xml_file, roi.line, roi.note]
 
 
 def mark_counts(marks, tally, placed):
@@ -267,6 +265,11 @@ def run(work, workers=1, force=False, xml_dir=None):
     Raises:
       LidcError: no index (and no xml_dir), or xml_dir holds no XML.
     """
+    with collector_paused():
+        return _run(work, workers, force, xml_dir)
+
+
+def _run(work, workers, force, xml_dir):
     if xml_dir:
         units, skipped = xml_units(xml_dir)
         inputs = {}
@@ -274,7 +277,8 @@ def run(work, workers=1, force=False, xml_dir=None):
         index_set = manifest.check(work, index.MANIFEST, ["index.csv", "slices.csv"], "index")
         units, skipped = index_units(work)
         inputs = {"index": manifest.digest(index_set)}
-    parts = Parts(work, "annotations-xml" if xml_dir else "annotations", force=force)
+    parts = Parts(work, "annotations-xml" if xml_dir else "annotations", force=force,
+                  keep=True)
     reused, done, failed = run_units(parts, units, read_series, workers, cost=_xml_bytes)
     refused = [] if xml_dir else None
     marks, unit_skipped, tally = assemble(parts, units, refused)
@@ -288,7 +292,8 @@ def run(work, workers=1, force=False, xml_dir=None):
     lesions = lesion_table(work, marks, placed=not xml_dir)
     with manifest.file_set(work, MANIFEST, "annotations", inputs) as files:
         save_pickle(work / "annotations.pkl",
-                    {"source": str(xml_dir) if xml_dir else "index", "marks": marks})
+                    {"source": str(xml_dir) if xml_dir else "index", "marks": marks},
+                    plain_arrays=True)
         write_csv(work / "annotations.csv", csv_rows(marks), CSV_COLUMNS)
         write_csv(work / "lesions.csv", lesions, luna16.LESION_COLUMNS)
         files.extend(["annotations.pkl", "annotations.csv", "lesions.csv"])
