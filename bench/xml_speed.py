@@ -264,11 +264,12 @@ def measure(folder, repeats=3, careful=True, scratch=None):
 
 def breakdown(folder, scratch=None):
     """(wall, cpu) seconds of one run of the stage spent in its parts: the header pass, parsing
-    the reads, grouping marks into lesions, saving each series' result; the rest is what
-    remains (units, grouping sessions, assembling, writing the outputs)."""
+    the reads, grouping marks into lesions, saving each series' result, assembling the results,
+    the lesions table, writing annotations.pkl and the CSV files; the rest is what remains
+    (units, grouping sessions, counts)."""
     from lidc import resume
     from lidc.stages import annotations
-    spent = {name: (0.0, 0.0) for name in ("headers", "parse_read", "cluster", "save")}
+    spent = {name: (0.0, 0.0) for name in PARTS if name not in ("rest", "total")}
 
     def clock(name, func):
         def timed_call(*args, **kwargs):
@@ -284,7 +285,14 @@ def breakdown(folder, scratch=None):
                mock.patch.object(annotations, "parse_read",
                                  clock("parse_read", annotations.parse_read)),
                mock.patch.object(annotations, "cluster", clock("cluster", annotations.cluster)),
-               mock.patch.object(resume.Parts, "save", clock("save", resume.Parts.save))]
+               mock.patch.object(resume.Parts, "save", clock("save", resume.Parts.save)),
+               mock.patch.object(annotations, "assemble", clock("assemble", annotations.assemble)),
+               mock.patch.object(annotations, "lesion_table",
+                                 clock("lesion_table", annotations.lesion_table)),
+               mock.patch.object(annotations, "save_pickle",
+                                 clock("save_pickle", annotations.save_pickle)),
+               mock.patch.object(annotations, "write_csv",
+                                 clock("write_csv", annotations.write_csv))]
     with tempfile.TemporaryDirectory(dir=scratch) as tmp, contextlib.ExitStack() as stack:
         for patch in patches:
             stack.enter_context(patch)
@@ -297,8 +305,12 @@ def breakdown(folder, scratch=None):
 PARTS = {"headers": "XML headers (grouping files by series)",
          "parse_read": "parsing the reads into marks (lidc.reads.parse_read)",
          "cluster": "grouping marks into lesions (lidc.lesions.cluster)",
-         "save": "saving each series' result (pickle + fsync)",
-         "rest": "the rest (sessions once, assembling, writing outputs)",
+         "save": "saving each series' result (lidc.resume.Parts.save)",
+         "assemble": "assembling the series' results",
+         "lesion_table": "the lesions table (lidc.luna16.lesion_rows)",
+         "save_pickle": "writing annotations.pkl",
+         "write_csv": "writing annotations.csv and lesions.csv",
+         "rest": "the rest (units, sessions once, counts)",
          "total": "total"}
 
 

@@ -532,15 +532,17 @@ def _walk_run(run, tail, h):
     h.update((tail or "").strip().encode())
 
 
-def _signature(el, points):
+def _signature(el, points, holders=False):
     """A key of a mark element that two elements with the same `_digest` always share, cheap to
     get: its name, its children's own texts (stripped, as the digest has them: not their string
-    values, which a processing instruction inside could make differ) but the point holders'
-    (which a run taken out of the file has not), and the points of each
+    values, which a processing instruction inside could make differ), and the points of each
     region read on the fast path (made from those same texts; None for a region read point by
-    point, whose values could differ in that way)."""
-    return (_local(el), tuple((c.text or "").strip() for c in el
-                              if _local(c) not in _POINT_NAMES), tuple(points))
+    point, whose values could differ in that way). With `holders` (a non-nodule's, whose point
+    holders are its children), the holders' texts are left out, since a run taken out of the
+    file has none; a nodule's holders are its regions' children."""
+    texts = (c.text for c in el if _local(c) not in _POINT_NAMES) if holders else \
+        (c.text for c in el)
+    return _local(el), tuple((t or "").strip() for t in texts), tuple(points)
 
 
 def _nodule(path, el, base, points):
@@ -579,7 +581,8 @@ def _regions(path, elements, contoured, what):
         except LidcError as e:
             dropped.append(f"{e.reason}: this region of {what} is left out")
             continue
-        key = (roi.z, roi.sop_uid, roi.inclusion, roi.points.tobytes())
+        key = (roi.z, roi.sop_uid, roi.inclusion,
+               roi.points.tobytes() if fast[-1] is None else fast[-1])
         if key in lines:
             dropped.append(f"line {el.sourceline}: this region of {what} repeats the one at line "
                            f"{lines[key]}: read once")
@@ -594,7 +597,7 @@ def _non_nodule(path, el, base, points):
     `_bulk_points` of the file's regions."""
     fields = _fields(el, _NON_NODULE_FIELDS)
     nodule_id = _value(fields.get("nonNoduleID")) or ""
-    key = _signature(el, ())
+    key = _signature(el, (), holders=True)
     try:
         loci, locus = points[el]
         if locus is None:

@@ -208,15 +208,15 @@ def csv_rows(marks):
     """annotations.csv rows: one per mark per included region (slice)."""
     boxes = iter(region_shapes([r for m in marks for r in m.included]).tolist())
     for m in marks:
+        # In CSV_COLUMNS' order (write_csv takes lists as they are: a dict a row cost more).
+        mark = [m.mark_id, m.patient_id, m.series_uid, m.reader, m.radiologist_id, m.label,
+                m.nodule_id]
+        lesion = [m.lesion_id, m.lesion_readers, m.characteristics.get("malignancy")]
         for roi in m.included:
             row, col = roi.centroid
-            r0, c0, r1, c1 = next(boxes)
-            # In CSV_COLUMNS' order (write_csv takes lists as they are: a dict a row cost more).
-            yield [m.mark_id, m.patient_id, m.series_uid, m.reader, m.radiologist_id, m.label,
-                   m.nodule_id, roi.slice_index, f"{roi.z:g}", roi.sop_uid, f"{row:.2f}",
-                   f"{col:.2f}", r0, c0, r1, c1, len(roi.points), m.lesion_id,
-                   m.lesion_readers, m.characteristics.get("malignancy"), roi.status,
-                   m.xml_file, roi.line, roi.note]
+            yield [*mark, roi.slice_index, f"{roi.z:g}", roi.sop_uid, f"{row:.2f}", f"{col:.2f}",
+                   *next(boxes), len(roi.points), *lesion, roi.status, m.xml_file, roi.line,
+                   roi.note]
 
 
 def mark_counts(marks, tally, placed):
