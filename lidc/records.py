@@ -175,7 +175,9 @@ class SliceHeader:
     (ImageOrientationPatient: the row direction, then the column direction), spacing the 2
     positive finite PixelSpacing values (mm between rows, mm between columns), slope and
     intercept the rescale to HU. A slice of another modality is only identified (its series is
-    refused as a whole): its geometry and rescale are None.
+    refused as a whole): its geometry and rescale are None. pixel_layout is where its pixels lie
+    in the file, for the crop to read them without the header (the fields of
+    lidc.series.PixelLayout, as a tuple), or None where they cannot be read in place.
     """
     path: str
     modality: str
@@ -191,6 +193,7 @@ class SliceHeader:
     orientation: tuple | None = None
     slope: float | None = None
     intercept: float | None = None
+    pixel_layout: tuple | None = None
 
     @property
     def z(self):

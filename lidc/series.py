@@ -16,7 +16,10 @@ reads the pixels through `read_stored`, which applies the same rescale checks.
     for series in group_series(headers): ...
     hu = read_hu(path)           # one slice, int16 HU
 """
+import dataclasses
 import functools
+import hashlib
+import json
 import math
 import os
 from collections import Counter, defaultdict
@@ -31,7 +34,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.filereader import read_file_meta_info
 from pydicom.multival import MultiValue
 from pydicom.pixels import get_decoder
-from pydicom.uid import AllTransferSyntaxes
+from pydicom.uid import AllTransferSyntaxes, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pydicom.values import convert_value
 
 from lidc.errors import LidcError
@@ -45,7 +48,7 @@ AXIAL_TOLERANCE_DEGREES = 5.0
 _COSINE_TOLERANCE = 1e-3
 # What read_header checks and records: part of the index's fingerprint, so that a new version
 # re-reads the headers instead of reusing records of the old shape.
-HEADER_VERSION = 2
+HEADER_VERSION = 3  # 3: the pixels' layout (PixelLayout)
 
 # What turns stored values into HU; read with the header (to refuse at the index) and again
 # with the pixels (by the crop stage), and checked the same way both times (`hu_rescale`).
@@ -104,8 +107,10 @@ def read_header(path):
     shape = _pixel_format(path, values)
     _check_pixel_data(path, ds, values)
     rescale = hu_rescale(path, values, modality_lut=ds.get_item(_MODALITY_LUT) is not None)
+    layout = _layout(path, ds, values, rescale)
     return SliceHeader(**identity, **_geometry(path, values), shape=shape,
-                       slope=rescale.slope, intercept=rescale.intercept)
+                       slope=rescale.slope, intercept=rescale.intercept,
+                       pixel_layout=layout and dataclasses.astuple(layout))
 
 
 def _read_tags(path):
@@ -359,6 +364,58 @@ def _check_pixel_data(path, ds, values):
                               "(truncated)")
 
 
+# Transfer syntaxes whose pixel data lie in the file as the array holds them (little endian,
+# neither compressed nor deflated): a slice's pixels are then one read at a known offset.
+_IN_PLACE = (ImplicitVRLittleEndian, ExplicitVRLittleEndian)
+
+
+@dataclass(frozen=True)
+class PixelLayout:
+    """Where a slice's stored pixels lie in its file and how to read them, with its checked
+    rescale: what the crop needs to read them with one read (`read_stored_at`) instead of
+    parsing the header the index parsed already. header_sha1 is the digest of the file's bytes
+    before the pixels when the index read it: a file whose header changed since (another
+    rescale, another offset) is read through its header again."""
+    offset: int
+    dtype: str  # little endian, as numpy spells it ("<i2")
+    bits_stored: int
+    rows: int
+    cols: int
+    header_sha1: str
+    slope: float
+    intercept: float
+    padding: int | None
+    padding_limit: int | None
+
+    def to_text(self):
+        """The layout as slices.csv holds it (JSON: every number round-trips exactly)."""
+        return json.dumps(dataclasses.astuple(self))
+
+    @classmethod
+    def from_text(cls, text):
+        """The layout `to_text` wrote; None for an empty cell (pixels read through the header)."""
+        return cls(*json.loads(text)) if text else None
+
+
+def _layout(path, ds, values, rescale):
+    """The PixelLayout of a checked CT slice, or None where its pixels are not stored in place
+    (compressed, deflated, big endian, no file meta) or their offset is unknown."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    start = getattr(ds.get_item(_PIXEL_DATA, keep_deferred=True), "value_tell", None)
+    stored = values.get("BitsStored")
+    bits = int(values["BitsAllocated"])
+    if syntax not in _IN_PLACE or start is None or not isinstance(stored, int) or \
+            not 0 < stored <= bits:
+        return None  # the crop reads such a slice through its header, as pydicom decodes it
+    kind = "i" if values.get("PixelRepresentation") == 1 else "u"
+    with open(path, "rb") as f:
+        header = f.read(int(start))
+    return PixelLayout(int(start), np.dtype(f"<{kind}{bits // 8}").str, stored,
+                       int(values["Rows"]), int(values["Columns"]),
+                       hashlib.sha1(header).hexdigest(), rescale.slope, rescale.intercept,
+                       rescale.padding, rescale.padding_limit)
+
+
 @functools.cache
 def _missing_decoder(syntax):
     """'' when pydicom has a working decoder for `syntax`, else what it would need."""
@@ -535,6 +592,37 @@ def read_stored(path):
                          modality_lut=ds.get_item(_MODALITY_LUT) is not None)
     return Stored(stored, rescale.slope, rescale.intercept, rescale.padding,
                   rescale.padding_limit)
+
+
+def read_stored_at(path, layout):
+    """read_stored(path), read from the pixels' place in the file (`layout`, a PixelLayout from
+    the index) while the bytes before them are those the index read; a file whose header
+    changed, or one without a layout, is read through its header."""
+    if layout is None:
+        return read_stored(path)
+    dtype = np.dtype(layout.dtype)
+    end = layout.offset + layout.rows * layout.cols * dtype.itemsize
+    try:
+        with open(path, "rb") as f:
+            data = f.read(end)
+    except OSError:
+        return read_stored(path)  # which names what is wrong with the file
+    if len(data) != end or hashlib.sha1(data[:layout.offset]).hexdigest() != layout.header_sha1:
+        return read_stored(path)
+    pixels = np.frombuffer(bytearray(data), dtype, offset=layout.offset)
+    pixels = _unused_bits_cleared(pixels.reshape(layout.rows, layout.cols), layout.bits_stored)
+    return Stored(pixels, layout.slope, layout.intercept, layout.padding, layout.padding_limit)
+
+
+def _unused_bits_cleared(pixels, bits_stored):
+    """Stored values with the bits above BitsStored cleared (unsigned) or made copies of the
+    sign bit (signed), as pydicom's decoding does: some scanners keep overlays there."""
+    unused = pixels.dtype.itemsize * 8 - bits_stored
+    if unused == 0:
+        return pixels
+    if pixels.dtype.kind == "u":
+        return pixels & pixels.dtype.type((1 << bits_stored) - 1)
+    return (pixels << unused) >> unused
 
 
 def _decode(path):

@@ -310,6 +310,66 @@ def test_hu_equal_pydicoms_modality_lut_for_every_storage(tmp_path, change, synt
     np.testing.assert_array_equal(stored.hu(stored.pixels[40:72, 10:42]), expected[40:72, 10:42])
     h = dicom.read_header(path)  # the index reads the same rescale from the header alone
     assert (h.slope, h.intercept) == (float(ds.RescaleSlope), float(ds.RescaleIntercept))
+    # The crop's read at the pixels' offset, where the syntax stores them in place.
+    in_place = syntax in (uids.ExplicitVRLittleEndian, uids.ImplicitVRLittleEndian)
+    assert (h.pixel_layout is not None) == in_place
+    if in_place:
+        at = dicom.read_stored_at(path, dicom.PixelLayout(*h.pixel_layout))
+        np.testing.assert_array_equal(at.pixels, stored.pixels)
+        assert at.pixels.dtype == stored.pixels.dtype
+        np.testing.assert_array_equal(at.hu(), expected)
+
+
+def stored_bits(dtype, bits_stored, seed):
+    """Pixels of `dtype` whose bits above `bits_stored` hold noise (an overlay, as some
+    scanners write), with BitsStored and HighBit saying so."""
+    def change(ds):
+        rng = np.random.default_rng(seed)
+        info = np.iinfo(dtype)
+        stored = rng.integers(info.min, info.max, (64, 64), endpoint=True).astype(dtype)
+        store(ds, stored, 1, -1024)
+        ds.BitsStored, ds.HighBit = bits_stored, bits_stored - 1
+    return change
+
+
+@pytest.mark.parametrize("dtype,bits_stored", [(np.int16, 12), (np.uint16, 12), (np.int16, 1),
+                                               (np.uint8, 7), (np.int8, 5), (np.int32, 20),
+                                               (np.uint32, 31)])
+@pytest.mark.parametrize("syntax", [uids.ExplicitVRLittleEndian, uids.ImplicitVRLittleEndian])
+def test_pixels_read_at_their_offset_are_pydicoms_unused_bits_and_all(tmp_path, dtype,
+                                                                       bits_stored, syntax):
+    ds = pydicom.dcmread(write_slice(tmp_path / "plain.dcm", 0.0, 0))
+    stored_bits(dtype, bits_stored, seed=bits_stored)(ds)
+    path = save_encoded(ds, tmp_path / "a.dcm", syntax)
+    layout = dicom.PixelLayout(*dicom.read_header(path).pixel_layout)
+    expected = pydicom.dcmread(path).pixel_array
+    assert not np.array_equal(expected, np.frombuffer(ds.PixelData, expected.dtype).reshape(
+        expected.shape))  # the noise is there to clear
+    at = dicom.read_stored_at(path, layout)
+    np.testing.assert_array_equal(at.pixels, expected)
+    np.testing.assert_array_equal(at.hu(), dicom.read_stored(path).hu())
+    assert dicom.PixelLayout.from_text(layout.to_text()) == layout
+
+
+@pytest.mark.parametrize("comment", ["a longer header moves the pixels " * 4, None])
+def test_a_file_changed_since_the_index_is_read_through_its_header(tmp_path, comment):
+    path = write_slice(tmp_path / "a.dcm", 0.0, 0)
+    layout = dicom.PixelLayout(*dicom.read_header(path).pixel_layout)
+    ds = pydicom.dcmread(path)
+    if comment:  # a longer header: the pixels move
+        ds.add_new("ImageComments", "LT", comment)
+        stored_as(np.int16, 1, -1000)(ds)
+    else:  # another intercept of the same length: the pixels stay where they were
+        ds.RescaleIntercept = -1000
+        ds.PixelData = (ds.pixel_array + 24).astype("<i2").tobytes()
+    ds.save_as(path)
+    assert (dicom.read_header(path).pixel_layout[0] == layout.offset) == (comment is None)
+    now = dicom.read_stored_at(path, layout)
+    np.testing.assert_array_equal(now.pixels, dicom.read_stored(path).pixels)
+    assert now.intercept == -1000
+    path.unlink()
+    with pytest.raises(LidcError, match="cannot decode|No such file"):
+        dicom.read_stored_at(path, layout)
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value")  # pydicom's, about the very value tested

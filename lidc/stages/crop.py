@@ -20,7 +20,7 @@ from lidc.luna16 import read_geometry
 from lidc.patches import crop
 from lidc.records import CLASS_NAMES, PatchOrigin
 from lidc.resume import Parts, file_stat, fingerprint
-from lidc.series import read_stored
+from lidc.series import PixelLayout, read_stored_at
 from lidc.stages import StageResult, annotations, index, write_skipped
 from lidc.windows import LUNG
 from lidc.workers import Unit, progress, run_units, stored_results
@@ -36,10 +36,12 @@ PATCH_COLUMNS = ["patch_index", "mark_id", "patient_id", "series_uid", "slice_in
 @dataclass(frozen=True)
 class CropJob:
     """One series' patches to cut: their origins, the DICOM path of each slice they need (by
-    slice index) and the patch side."""
+    slice index), the patch side, and where each slice's pixels lie in its file (by slice
+    index: lidc.series.PixelLayout, or None to read them through the header)."""
     origins: tuple
     paths: dict
     size: int
+    layouts: dict
 
 
 def crop_series(job):
@@ -51,7 +53,7 @@ def crop_series(job):
     for slice_index in sorted(by_slice):
         path = job.paths[slice_index]
         try:
-            pixels = read_stored(path)
+            pixels = read_stored_at(path, job.layouts[slice_index])
         except LidcError as e:
             skipped.extend((e.path, f"{e.reason}; mark {o.mark_id} loses this slice")
                            for o in by_slice[slice_index])
@@ -95,9 +97,11 @@ def series_units(work, size):
     if data.get("source") != "index":
         raise LidcError(pkl, "these annotations come from the XML-only archive: there are no "
                              "images to crop (run annotations without --xml)")
-    paths, slice_rows = defaultdict(dict), read_csv(slices_csv)
+    paths, layouts, slice_rows = defaultdict(dict), defaultdict(dict), read_csv(slices_csv)
     for r in slice_rows:
         paths[r["series_uid"]][int(r["slice_index"])] = r["path"]
+        layouts[r["series_uid"]][int(r["slice_index"])] = PixelLayout.from_text(
+            r.get("pixel_layout", ""))
     geometry = read_geometry(work, slice_rows)
     origins, skipped = defaultdict(list), []
     for m in data["marks"]:
@@ -111,7 +115,8 @@ def series_units(work, size):
     for uid, series_origins in origins.items():
         needed = {o.slice_index: paths[uid][o.slice_index] for o in series_origins}
         stats = sorted((i, p, *file_stat(p)) for i, p in needed.items())
-        job = CropJob(tuple(series_origins), needed, size)
+        job = CropJob(tuple(series_origins), needed, size,
+                      {i: layouts[uid][i] for i in needed})
         units.append(Unit(uid, fingerprint(series_origins, stats, size), job))
     return units, skipped
 

@@ -27,7 +27,8 @@ from lidc.errors import LidcError
 from lidc.io import atomic_folder, read_csv, write_csv, write_png
 from lidc.reads import header_uids
 from lidc.resume import Parts, file_stat, fingerprint
-from lidc.series import HEADER_VERSION, decoders_key, group_series, read_header, read_hu
+from lidc.series import (HEADER_VERSION, PixelLayout, decoders_key, group_series, read_header,
+                         read_hu)
 from lidc.stages import StageResult, write_skipped
 from lidc.windows import LUNG
 from lidc.workers import Unit, parallel_map, run_units
@@ -41,8 +42,10 @@ INDEX_COLUMNS = ["patient_id", "study_uid", "series_uid", "folder", "xml", "slic
                  "gaps", "orientation", "pixel_spacing_col"]
 # position_x, position_y and z are the slice's ImagePositionPatient (mm): the centre of its
 # pixel (0, 0) in the DICOM patient frame.
+# pixel_layout: where the pixels lie in the file (lidc.series.PixelLayout, as JSON), for the
+# crop to read them without parsing the header again; empty where they cannot be read in place.
 SLICE_COLUMNS = ["series_uid", "slice_index", "z", "sop_uid", "instance_number", "path",
-                 "position_x", "position_y"]
+                 "position_x", "position_y", "pixel_layout"]
 # index.csv and slices.csv are read together: committed as one set (lidc.manifest).
 MANIFEST = "index.manifest.json"
 # Files that travel with downloads (licences, manifests, our cohort.json) and are never images.
@@ -232,7 +235,8 @@ def slice_rows(series):
     """The slices.csv rows of one CT series, in z order."""
     return ({"series_uid": series.series_uid, "slice_index": i, "z": _exact(h.z),
              "sop_uid": h.sop_uid, "instance_number": h.instance_number, "path": h.path,
-             "position_x": _exact(h.position[0]), "position_y": _exact(h.position[1])}
+             "position_x": _exact(h.position[0]), "position_y": _exact(h.position[1]),
+             "pixel_layout": PixelLayout(*h.pixel_layout).to_text() if h.pixel_layout else ""}
             for i, h in enumerate(series.slices))
 
 
