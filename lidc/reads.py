@@ -12,9 +12,11 @@ the top-left.
     read = parse_read("072.xml")
     read.series_uid, [m.label for m in read.marks], read.problems
 
-Each file is parsed once, and its edge-map points (nearly all of a read) are taken from the tree
-in bulk and converted with numpy (`_bulk_points`); any region where that path sees something
-unusual (a text split by a processing instruction or an element, a coordinate missing, doubled or
+Each file is parsed once. Its edge-map points (nearly all of a read), where they are written the
+one way every real read writes them, are cut out of the file before the parse and read with a
+regular expression and numpy (`_without_points`); the parser then builds a tenth of the tree.
+Points left in the tree are taken from it in bulk and converted with numpy (`_bulk_points`); any
+region where that path sees something unusual (a text split by a processing instruction or an element, a coordinate missing, doubled or
 out of place, a number that does not parse or is out of range) is read point by point instead,
 which names the line of what is wrong. Texts are read by XML's rules: a number split by a
 comment, a CDATA section, a character reference or a processing instruction is one number.

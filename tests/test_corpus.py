@@ -574,8 +574,18 @@ def dotted_exploit(marker):
             + b"\x93" + text(f"touch {marker}") + b"\x85R.")
 
 
+class ObjectArray:
+    """The plain-bytes form of an array (lidc.io._array) asked for objects: pickles from raw
+    bytes would be pointers."""
+
+    def __reduce__(self):
+        from lidc import io
+        return io._array, (b"\0" * 8, "|O", (1,))
+
+
 EXPLOITS = [pytest.param(lambda m: pickle.dumps(Exploit(m)), id="os-system"),
-            pytest.param(dotted_exploit, id="dotted-name")]
+            pytest.param(dotted_exploit, id="dotted-name"),
+            pytest.param(lambda m: pickle.dumps(ObjectArray()), id="object-array")]
 
 
 @pytest.mark.parametrize("exploit", EXPLOITS)
