@@ -4,6 +4,10 @@ patients.
 The demo cohort's classes overlap as real LIDC's do and are imbalanced (most patches are nodules
 >= 3 mm), so accuracy alone would reward answering the majority class; the one-vs-rest ROC AUC,
 whose chance level is 0.5 whatever the imbalance, is the measure.
+
+With 6 patients the test set holds one or two of them, and the AUC moves with the cohort: over
+cohort seeds 0-3 it ran from 0.59 to 0.81 for the same training. So two cohorts are trained on
+and their mean is held to the bar, each above chance, rather than one lucky seed.
 """
 import json
 import subprocess
@@ -17,9 +21,10 @@ def run(*args):
     subprocess.run([sys.executable, "-m", *args], check=True, capture_output=True)
 
 
-def test_lenet5_learns_the_tiny_synthetic_cohort(tmp_path):
-    root, work, runs = tmp_path / "LIDC-IDRI", tmp_path / "work", tmp_path / "runs"
-    write_cohort(root, patients=6, size=128, slices=24, seed=2)
+def macro_auc(folder, cohort_seed):
+    """LeNet-5's test macro AUC on a 6-patient cohort written with `cohort_seed`."""
+    root, work, runs = folder / "LIDC-IDRI", folder / "work", folder / "runs"
+    write_cohort(root, patients=6, size=128, slices=24, seed=cohort_seed)
     assert index.main(["--root", str(root), "--work", str(work), "--workers", "1"]) == 0
     for stage in (annotations, crop):
         assert stage.main(["--work", str(work), "--workers", "1"]) == 0
@@ -28,5 +33,9 @@ def test_lenet5_learns_the_tiny_synthetic_cohort(tmp_path):
     run("tools.train", *common, "--net", "lenet5", "--max-steps", "300", "--eval-every", "50",
         "--min-steps", "300", "--augment", "--deterministic")
     run("tools.evaluate", *common)
-    metrics = json.loads((runs / "lenet5" / "eval" / "metrics.json").read_text())
-    assert metrics["macro"]["auc"] > 0.65, metrics["macro"]
+    return json.loads((runs / "lenet5" / "eval" / "metrics.json").read_text())["macro"]["auc"]
+
+
+def test_lenet5_learns_tiny_synthetic_cohorts(tmp_path):
+    aucs = [macro_auc(tmp_path / f"cohort{seed}", seed) for seed in (1, 2)]
+    assert min(aucs) > 0.55 and sum(aucs) / len(aucs) > 0.65, aucs
