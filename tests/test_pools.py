@@ -1,5 +1,6 @@
 """Worker pools shared by the stages of one process (lidc.workers.shared_pools), and the choice of
 engine (lidc.workers.engine; the Ray engine itself is tested in test_ray_engine.py)."""
+import gc
 import multiprocessing
 import os
 import subprocess
@@ -78,6 +79,20 @@ def test_a_map_gives_each_item_its_result_in_order(workers):
 
 
 # Engines (lidc.workers.engine): what needs no Ray running -----------------------------------
+
+def collecting(_):
+    return gc.isenabled()
+
+
+def test_the_collector_is_paused_for_the_block_only_and_never_in_the_workers():
+    with cli.collector_paused():
+        assert not gc.isenabled()
+        assert all(cli.parallel_map(collecting, range(4), 2, "gc"))  # forked while paused
+    assert gc.isenabled()
+    with pytest.raises(KeyError), cli.collector_paused():
+        raise KeyError("a stage that fails")
+    assert gc.isenabled()
+
 
 def test_the_local_engine_is_the_default_and_runs_maps_in_local_pools():
     with cli.engine("local") as engine:
