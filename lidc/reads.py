@@ -16,10 +16,11 @@ Each file is parsed once. Its edge-map points (nearly all of a read), where they
 one way every real read writes them, are cut out of the file before the parse and read with a
 regular expression and numpy (`_without_points`); the parser then builds a tenth of the tree.
 Points left in the tree are taken from it in bulk and converted with numpy (`_bulk_points`); any
-region where that path sees something unusual (a text split by a processing instruction or an element, a coordinate missing, doubled or
-out of place, a number that does not parse or is out of range) is read point by point instead,
-which names the line of what is wrong. Texts are read by XML's rules: a number split by a
-comment, a CDATA section, a character reference or a processing instruction is one number.
+region where that path sees something unusual (a text split by a processing instruction or an
+element, a coordinate missing, doubled or out of place, a number that does not parse or is out
+of range) is read point by point instead, which names the line of what is wrong. Texts are read
+by XML's rules: a number split by a comment, a CDATA section, a character reference or a
+processing instruction is one number.
 
 A file that is not a usable CT read (not well-formed, a chest X-ray read, no SeriesInstanceUid)
 raises LidcError naming the file. A fault inside one element (a coordinate that is not a number,

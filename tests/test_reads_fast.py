@@ -2,10 +2,11 @@
 
 Runs of plainly written points are taken out of the file before the parse and read with numpy
 (lidc.reads._without_points); the points left in the tree are read in bulk
-(lidc.reads._bulk_points) unless a region holds something unusual, and then point by point; numbers split by a comment, a CDATA section, a character reference, a
-processing instruction or an element are read by XML's rules (one number) either way. Session
-digests come from lxml's serialisation where that is exact; headers from the start of a file.
-Each test reads the same input on both paths and compares; the real samples
+(lidc.reads._bulk_points) unless a region holds something unusual, and then point by point.
+Numbers split by a comment, a CDATA section, a character reference, a processing instruction or
+an element are read by XML's rules (one number) either way. Session digests come from lxml's
+serialisation where that is exact; headers from the start of a file. Each test reads the same
+input on the fast paths and the careful one and compares; the real samples
 (../shared/lidc-samples) are used when present.
 """
 import contextlib
