@@ -9,6 +9,7 @@ import csv
 import errno
 import fcntl
 import glob
+import io
 import json
 import os
 import pickle
@@ -263,8 +264,9 @@ _SAFE_NUMPY = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray
                ("numpy.core.numeric", "_frombuffer")}
 # Exact names only: pickle protocol 4 resolves dotted names ("np.testing...os.system") through
 # a module's attributes, so admitting a whole module would admit everything it imports.
-_SAFE_RECORDS = {("lidc.records", name) for name in ("Roi", "Mark", "SliceHeader", "Series",
-                                                       "PatchOrigin")} | {("lidc.io", "_array")}
+_SAFE_RECORDS = {("lidc.records", name) for name in (
+    "Roi", "Mark", "Marks", "marks_from_columns", "SliceHeader", "Series", "PatchOrigin")} | \
+    {("lidc.io", "_array")}
 
 
 class _SafeUnpickler(pickle.Unpickler):
@@ -282,9 +284,18 @@ def save_pickle(path, obj, sync=True, tidy=True, plain_arrays=False):
     and shape, in a quarter of the time numpy's own pickling takes for the small arrays of
     regions' points (for files only this project reads: stage parts)."""
     with atomic_path(path, sync, tidy) as tmp, open(tmp, "wb") as f:
-        pickler = (_PlainArrays if plain_arrays else pickle.Pickler)(
-            f, protocol=pickle.HIGHEST_PROTOCOL)
-        pickler.dump(obj)
+        _pickler(f, plain_arrays).dump(obj)
+
+
+def pickle_bytes(obj):
+    """`obj` pickled as save_pickle(plain_arrays=True) would write it (load it with `unpickle`)."""
+    f = io.BytesIO()
+    _pickler(f, True).dump(obj)
+    return f.getvalue()
+
+
+def _pickler(f, plain_arrays):
+    return (_PlainArrays if plain_arrays else pickle.Pickler)(f, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _array(data, dtype, shape):
@@ -313,4 +324,12 @@ def load_pickle(path):
     except FileNotFoundError:
         raise
     except Exception as e:  # a tampered or truncated pickle can raise almost anything
+        raise LidcError(path, f"not a pickle written by this project ({e})") from None
+
+
+def unpickle(data, path):
+    """Loads the pickle `data` that this project wrote (read from `path`), as load_pickle."""
+    try:
+        return _SafeUnpickler(io.BytesIO(data)).load()
+    except Exception as e:
         raise LidcError(path, f"not a pickle written by this project ({e})") from None

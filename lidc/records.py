@@ -4,8 +4,9 @@ per-slice regions.
 Only the types here (with builtins and numpy arrays) may be loaded back from the project's
 pickles (see lidc.io.load_pickle), so a tampered pickle cannot run code.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
+from operator import itemgetter
 
 import numpy as np
 
@@ -119,6 +120,84 @@ class Mark:
     def included(self):
         """The regions that give patches: holes (inclusion FALSE) are not slices of their own."""
         return [r for r in self.rois if r.inclusion]
+
+
+class Marks(list):
+    """A list of Mark records that pickles as columns: a list per field, and every region's
+    points in one array. Pickling tens of thousands of marks and regions one object at a time
+    took three times as long (the annotations stage writes them twice). Loading gives a Marks of
+    records equal to the ones saved, computed centroids included."""
+
+    def __reduce__(self):
+        columns = _columns(self)
+        return (marks_from_columns, (columns,)) if columns else (Marks, (list(self),))
+
+
+_MARK_FIELDS = tuple(f.name for f in fields(Mark))
+_ROI_FIELDS = tuple(f.name for f in fields(Roi))
+
+
+def _columns(marks):
+    """The columns of `marks`, or None where they are not plain records (a subclass, an
+    attribute beyond the fields, points that do not stack): those are pickled one by one."""
+    rois = [r for m in marks for r in m.rois]
+    if any(type(m) is not Mark for m in marks) or any(type(r) is not Roi for r in rois):
+        return None
+    mark_states, roi_states = [m.__dict__ for m in marks], [r.__dict__ for r in rois]
+    if any(len(s) != len(_MARK_FIELDS) for s in mark_states) or \
+            not all(len(s) == len(_ROI_FIELDS) or (len(s) == len(_ROI_FIELDS) + 1 and
+                                                   "centroid" in s) for s in roi_states):
+        return None
+    points = [r.points for r in rois]
+    if not all(isinstance(p, np.ndarray) and p.ndim == 2 and p.shape[1] == 2 for p in points) \
+            or len({p.dtype for p in points}) > 1:
+        return None
+    try:
+        mark_columns, roi_columns = _by_field(mark_states, _MARK_FIELDS), \
+            _by_field(roi_states, _ROI_FIELDS)
+    except KeyError:
+        return None
+    mark_columns["rois"] = [len(m.rois) for m in marks]
+    roi_columns["points"] = [len(p) for p in points]
+    return {"marks": mark_columns, "rois": roi_columns,
+            "centroids": [s.get("centroid") for s in roi_states],
+            "points": np.concatenate(points) if points else np.zeros((0, 2), np.int64)}
+
+
+def _by_field(states, names):
+    # {name: [each state's value]}: one C call a record (getattr a field took twice as long).
+    if not states:
+        return {name: [] for name in names}
+    return dict(zip(names, map(list, zip(*map(itemgetter(*names), states)))))
+
+
+def marks_from_columns(columns):
+    """The Marks that Marks.__reduce__ wrote as `columns` (the records' state set as
+    unpickling sets it, without __init__)."""
+    mark_columns, roi_columns = columns["marks"], columns["rois"]
+    if tuple(mark_columns) != _MARK_FIELDS or tuple(roi_columns) != _ROI_FIELDS:
+        raise ValueError("columns of marks with other fields than this version's records")
+    sizes, centroids = roi_columns["points"], columns["centroids"]
+    regions, points = mark_columns["rois"], columns["points"]
+    if sum(sizes) != len(points) or sum(regions) != len(sizes) or len(centroids) != len(sizes):
+        raise ValueError("columns of marks that do not agree in length")
+    split = iter(np.split(points, np.cumsum(sizes)[:-1]) if sizes else ())
+    rois = [_record(Roi, _ROI_FIELDS, values, centroid=centroid) for values, centroid in zip(
+        zip(*(split if n == "points" else c for n, c in roi_columns.items()), strict=True),
+        centroids)]
+    starts = np.cumsum([0] + regions).tolist()
+    spans = (rois[a:b] for a, b in zip(starts, starts[1:]))
+    return Marks(_record(Mark, _MARK_FIELDS, values) for values in zip(
+        *(spans if n == "rois" else c for n, c in mark_columns.items()), strict=True))
+
+
+def _record(cls, names, values, centroid=None):
+    record = object.__new__(cls)
+    state = dict(zip(names, values, strict=True))
+    if centroid is not None:
+        state["centroid"] = centroid
+    record.__dict__.update(state)
+    return record
 
 
 @dataclass(frozen=True)

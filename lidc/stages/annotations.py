@@ -19,7 +19,7 @@ from lidc.errors import LidcError
 from lidc.io import read_csv, save_pickle, write_csv
 from lidc.lesions import TYPICAL_SPACING_MM, TYPICAL_THICKNESS_MM, cluster, match_slices
 from lidc.reads import header_uids, parse_read, replace_corrected, unique_sessions
-from lidc.records import CLASS_NAMES, STRAY, region_shapes
+from lidc.records import CLASS_NAMES, STRAY, Marks, region_shapes
 from lidc.resume import Parts, file_stat, fingerprint
 from lidc.stages import StageResult, index, write_skipped
 from lidc.stages.index import read_index
@@ -77,7 +77,7 @@ def read_series(series):
     reads, refused = _reads(series)
     reads, corrected = replace_corrected(reads)
     sessions, repeats = unique_sessions([s for r in reads for s in r.sessions])
-    marks = [m for s in sessions for m in s.marks]
+    marks = Marks(m for s in sessions for m in s.marks)
     skipped = corrected + [p for r in reads for p in r.misplaced] + repeats + \
         [p for s in sessions for p in s.problems]
     table = series.slices
@@ -179,7 +179,7 @@ def assemble(parts, units, refused=None):
     """All marks in unit order, with run-wide mark and lesion ids; plus skipped, and the units'
     tallies (sessions read, repeated, files corrected) summed. The files a unit did not read are
     first among its skipped, or, given a list `refused`, added to that instead."""
-    marks, skipped, tally = [], [], Counter()
+    marks, skipped, tally = Marks(), [], Counter()
     next_lesion = 0
     for unit in units:
         result = parts.load(unit.key, unit.fingerprint)
