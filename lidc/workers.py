@@ -571,6 +571,7 @@ def run_units(parts, units, func, workers, unit="series", cost=None):
             failed[key] = error
     if getattr(_engine, "remote", False):
         failed.update(_unseen(parts, [u for u in pending if u.key not in failed]))
+    parts.compact({(u.key, u.fingerprint) for u in units})
     failed = [(u.key, failed[u.key]) for u in units if u.key in failed]
     return len(units) - len(pending), len(pending) - len(failed), failed
 

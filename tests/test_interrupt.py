@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lidc.io import load_pickle
+from lidc.resume import Parts
 from lidc.synthetic import write_cohort
 from tools import annotations, crop, dataset, index
 
@@ -28,9 +28,11 @@ REPO = Path(__file__).resolve().parents[1]
 SEED = 5
 STAGES = {"index": index, "annotations": annotations, "crop": crop, "dataset": dataset}
 
-# Runs `python -m tools.STAGE ARGS` with os.replace wrapped: SIGKILL before or after the N-th.
-# An audit hook watches every file opened for writing under WORK: one with a final (not hidden)
-# name would be half-written at some instant, so it ends the run with exit code 3 at once.
+# Runs `python -m tools.STAGE ARGS` with os.replace and the appending of a record to a journal of
+# parts wrapped: SIGKILL before or after the N-th of them. An audit hook watches every file opened
+# for writing under WORK: one with a final (not hidden) name would be half-written at some
+# instant, so it ends the run with exit code 3 at once; but for journals, which are only
+# appended to, each record framed so that one half-written is never read (tests/test_resume.py).
 KILL_AT_RENAME = textwrap.dedent("""
     import os, runpy, signal, sys
     module, n, phase = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -41,19 +43,25 @@ KILL_AT_RENAME = textwrap.dedent("""
         mode, flags = args[1] or "", args[2] or 0
         if any(c in mode for c in "wax+") or flags & (os.O_WRONLY | os.O_RDWR):
             path = os.path.realpath(os.fsdecode(args[0]))
-            if path.startswith(work) and not os.path.basename(path).startswith("."):
+            name = os.path.basename(path)
+            if path.startswith(work) and not name.startswith(".") and \
+                    not name.endswith(".journal"):
                 os.write(2, f"written under its final name: {path}\\n".encode())
                 os._exit(3)
     sys.addaudithook(audit)
-    real, count = os.replace, [0]
-    def replace(src, dst):
-        count[0] += 1
-        if count[0] == n and phase == "before":
-            os.kill(os.getpid(), signal.SIGKILL)
-        real(src, dst)
-        if count[0] == n and phase == "after":
-            os.kill(os.getpid(), signal.SIGKILL)
-    os.replace = replace
+    from lidc.resume import Parts
+    count = [0]
+    def counted(real):
+        def call(*args):
+            count[0] += 1
+            if count[0] == n and phase == "before":
+                os.kill(os.getpid(), signal.SIGKILL)
+            result = real(*args)
+            if count[0] == n and phase == "after":
+                os.kill(os.getpid(), signal.SIGKILL)
+            return result
+        return call
+    os.replace, Parts._append = counted(os.replace), counted(Parts._append)
     sys.argv = [module, *sys.argv[4:]]
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 """)
@@ -74,26 +82,28 @@ def stage_args(stage, root, work):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """The uninterrupted run, in process: its work folder, the number of renames each stage
-    makes, and the final files present after each stage."""
+    """The uninterrupted run, in process: its work folder, the number of renames and records
+    appended to journals each stage makes, and the final files present after each stage."""
     base = tmp_path_factory.mktemp("interrupt")
     root, work = base / "LIDC-IDRI", base / "reference"
     write_cohort(root, patients=4, size=96, slices=16, seed=SEED)
-    renames, real = [0], os.replace
+    renames, real = [0], (os.replace, Parts._append)
 
-    def counting(src, dst):
-        renames[0] += 1
-        real(src, dst)
+    def counting(func):
+        def call(*args):
+            renames[0] += 1
+            return func(*args)
+        return call
 
     counts, produced = {}, {}
-    os.replace = counting
+    os.replace, Parts._append = map(counting, real)
     try:
         for stage, module in STAGES.items():
             renames[0] = 0
             assert module.main(stage_args(stage, root, work)) == 0
             counts[stage], produced[stage] = renames[0], set(artifacts(work))
     finally:
-        os.replace = real
+        os.replace, Parts._append = real
     return root, work, counts, produced
 
 
@@ -123,9 +133,10 @@ def assert_nothing_half_written(work, ref):
     for name, path in artifacts(work).items():
         assert name in reference, f"unexpected file {name}"
         assert_same(path, reference[name], work, ref)
-    for part in (work / ".parts").rglob("*.pkl"):
-        if not part.name.startswith("."):
-            load_pickle(part)  # raises on a truncated pickle
+    for folder in (work / ".parts").glob("*"):
+        parts = Parts(work, folder.name)
+        for key, fp in parts.stored():
+            assert parts.load(key, fp) is not None, (folder, key)
     for path in work.rglob("*.part"):
         assert path.name.startswith("."), path
 
@@ -296,7 +307,7 @@ def test_a_worker_killed_by_the_system_ends_the_stage_with_a_message_and_the_rer
     out, err = first.communicate(timeout=60)
     assert first.returncode == 1, err
     assert "a worker process died" in err and "run again to resume" in err
-    saved = len(list((tmp_path / ".parts" / "t").glob("*.pkl")))
+    saved = len(Parts(tmp_path, "t").stored())
     assert saved < 6
     second = run_units_script(tmp_path)
     out, err = second.communicate(timeout=60)
@@ -308,16 +319,15 @@ def test_a_worker_killed_by_the_system_ends_the_stage_with_a_message_and_the_rer
 def test_ctrl_c_lets_running_units_finish_keeps_them_and_prints_no_worker_traceback(tmp_path,
                                                                                     shared):
     proc = run_units_script(tmp_path, sleep=0.4, shared=shared, start_new_session=True)
-    parts = tmp_path / ".parts" / "t"
     deadline = time.monotonic() + 30
-    while not list(parts.glob("*.pkl")) and time.monotonic() < deadline:
+    while not Parts(tmp_path, "t").stored() and time.monotonic() < deadline:
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends the whole foreground group
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted: finished work is kept" in err
     assert "Traceback" not in err
-    saved = len(list(parts.glob("*.pkl")))
+    saved = len(Parts(tmp_path, "t").stored())
     assert 1 <= saved < 6
     rerun = run_units_script(tmp_path)
     assert rerun.communicate(timeout=60)[0].strip() == f"reused {saved} done {6 - saved} failed 0"

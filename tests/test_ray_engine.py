@@ -17,6 +17,7 @@ import pytest
 
 from lidc import workers
 from lidc.errors import LidcError
+from lidc.io import pickle_bytes
 from lidc.resume import Parts
 from lidc.stages import crop as crop_stage
 from lidc.synthetic import write_cohort
@@ -40,9 +41,16 @@ def stages(root, work, *extra):
 
 
 def files(work):
-    """relative path -> bytes of every file under `work` (stored parts and PNGs included)."""
-    return {p.relative_to(work).as_posix(): p.read_bytes() for p in sorted(work.rglob("*"))
-            if p.is_file() and p.name not in NOT_COMPARED}
+    """relative path -> bytes of every file under `work` (PNGs included), and of every stored
+    part: the journals' names and order of records depend on which worker did what, so each
+    part is its stage, key, fingerprint and result pickled again."""
+    found = {p.relative_to(work).as_posix(): p.read_bytes() for p in sorted(work.rglob("*"))
+             if p.is_file() and p.name not in NOT_COMPARED and p.suffix != ".journal"}
+    for folder in sorted((work / ".parts").glob("*")):
+        parts = Parts(work, folder.name)
+        for key, fp in parts.stored():
+            found[f"part {folder.name} {key} {fp}"] = pickle_bytes(parts.load(key, fp))
+    return found
 
 
 def assert_same_files(work, reference):
