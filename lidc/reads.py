@@ -325,13 +325,17 @@ def _read(path, patient_id, root, runs):
 # marker does not end up where its holders belong (a run inside a comment or CDATA section,
 # holders outside a region): `_RunOutOfPlace`.
 _BLANKS = rb"[ \t\r\n]*"
-_WHOLE = rb"(?:0|[1-9][0-9]{0,5})"  # one text per value, so that digests stay exact
+# One text per value, so that digests stay exact: a leading zero is refused after the match
+# (_run_points), which cost less than a choice here.
+_WHOLE = rb"[0-9]{1,6}"
 
 
 def _run_pattern(holder):
     one = (rb"<%s>%s<xCoord>%s</xCoord>%s<yCoord>%s</yCoord>%s</%s>"
            % (holder, _BLANKS, _WHOLE, _BLANKS, _WHOLE, _BLANKS, holder))
-    return rb"%s(?:%s%s)*" % (one, _BLANKS, one)
+    # Possessive: nothing follows the repeat, so it never gives back a point, and the engine
+    # keeps no state to do so (a third faster).
+    return rb"%s(?:%s%s)*+" % (one, _BLANKS, one)
 
 
 # Each begins with its literal tag, which the engine finds fast (a choice of the two is 3x slower).
@@ -347,10 +351,12 @@ _NUMBERS = bytes(0x20 if c == 0x3C else c for c in _ALL_BYTES)
 _NOT_NUMBERS = bytes(c for c in _ALL_BYTES if not (0x30 <= c <= 0x39 or c in b"<-"))
 _BETWEEN_RUNS = b"<-1<"
 _BLANK_RUN = re.compile(rb"[ \t\r\n]+")
+_LEADING_ZERO = re.compile(rb" 0[0-9]")
 
 
 class _RunOutOfPlace(Exception):
-    """A marker of `_without_points` is not where the holders of its run belong."""
+    """A marker of `_without_points` is not where the holders of its run belong, or its run
+    holds a number with a leading zero: the file is read as written."""
 
 
 def _without_points(data):
@@ -387,7 +393,10 @@ def _run_points(regions):
         return {}
     # The runs' numbers, each run's ended by -1 (their only negative number).
     text = _BETWEEN_RUNS.join(run.group() for run in runs) + _BETWEEN_RUNS
-    values = np.fromstring(text.translate(_NUMBERS, _NOT_NUMBERS), dtype=np.int32, sep=" ")
+    digits = text.translate(_NUMBERS, _NOT_NUMBERS)
+    if _LEADING_ZERO.search(digits):
+        raise _RunOutOfPlace  # "007" would read as 7, but its digest is not that of "7"
+    values = np.fromstring(digits, dtype=np.int32, sep=" ")
     ends = np.flatnonzero(values < 0)
     if len(ends) != len(runs) or np.any(np.diff(ends, prepend=-1) % 2 == 0):
         raise _RunOutOfPlace  # never: the pattern holds two numbers a point

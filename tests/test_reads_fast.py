@@ -456,6 +456,8 @@ PARSED_AS_WRITTEN = [
      "<inclusion>TRUE</inclusion><locus><xCoord>1</xCoord><yCoord>2</yCoord></locus>"),
     ("<noduleID>N1</noduleID>", "<noduleID>lidc-points</noduleID>"),  # the marker's name
     ("<xCoord>37</xCoord>", "<xCoord>037</xCoord>"),  # not the number's one plain form
+    ("<yCoord>27</yCoord>", "<yCoord>00</yCoord>"),
+    ("<xCoord>37</xCoord>", "<xCoord>1234567</xCoord>"),  # beyond six digits
     ("<xCoord>37</xCoord>", "<xCoord> 37</xCoord>"),
     ("<edgeMap><xCoord>38</xCoord>", '<edgeMap a="1"><xCoord>38</xCoord>'),
     ("<xCoord>38</xCoord>", "<xCoord>38</xCoord><xCoord>5</xCoord>"),
@@ -466,6 +468,12 @@ PARSED_AS_WRITTEN = [
 def test_points_out_of_their_plain_place_are_read_from_the_file_as_written(tmp_path, old, new):
     fast, slow = both(tmp_path, edited(PLAIN, old, new))
     assert fast == slow and runs_taken_out(tmp_path / "001.xml") == 0
+
+
+def test_a_zero_is_plain_and_read_from_the_runs(tmp_path):
+    fast, slow = both(tmp_path, edited(PLAIN, "<xCoord>37</xCoord>", "<xCoord>0</xCoord>"))
+    assert fast == slow and runs_taken_out(tmp_path / "001.xml") > 0
+    assert first_point(reads.parse_read(tmp_path / "001.xml")) == [27, 0]
 
 
 def test_a_file_broken_after_a_run_is_refused_for_what_it_says_as_written(tmp_path):

@@ -206,13 +206,14 @@ def assemble(parts, units, refused=None):
 
 def csv_rows(marks):
     """annotations.csv rows: one per mark per included region (slice)."""
-    boxes = iter(region_shapes([r for m in marks for r in m.included]).tolist())
-    for m in marks:
+    included = [m.included for m in marks]
+    boxes = iter(region_shapes([r for rois in included for r in rois]).tolist())
+    for m, rois in zip(marks, included):
         # In CSV_COLUMNS' order (write_csv takes lists as they are: a dict a row cost more).
         mark = [m.mark_id, m.patient_id, m.series_uid, m.reader, m.radiologist_id, m.label,
                 m.nodule_id]
         lesion = [m.lesion_id, m.lesion_readers, m.characteristics.get("malignancy")]
-        for roi in m.included:
+        for roi in rois:
             row, col = roi.centroid
             yield [*mark, roi.slice_index, f"{roi.z:g}", roi.sop_uid, f"{row:.2f}", f"{col:.2f}",
                    *next(boxes), len(roi.points), *lesion, roi.status, m.xml_file, roi.line,
