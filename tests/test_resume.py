@@ -161,3 +161,19 @@ def test_parts_of_the_earlier_one_file_a_unit_form_and_temporaries_of_dead_write
     parts = Parts(tmp_path, "s")
     assert not old.exists() and not abandoned.exists()
     assert parts.stored() == set()
+
+
+def _big(i):
+    return result(i, size=400_000)
+
+
+def test_a_stage_run_drops_the_records_its_units_no_longer_have(tmp_path):
+    from lidc import workers
+    from lidc.workers import Unit
+    for fp in ("inputs before", "inputs now"):
+        units = [Unit(f"unit {i}", fp, i) for i in range(3)]
+        reused, done, failed = workers.run_units(Parts(tmp_path, "s"), units, _big, 1)
+        assert (reused, done, failed) == (0, 3, [])
+    assert Parts(tmp_path, "s").stored() == {(f"unit {i}", "inputs now") for i in range(3)}
+    size = sum(p.stat().st_size for p in journals(tmp_path))
+    assert size < 3 * 1.01 * _big(0)["points"].nbytes  # the old three are gone
