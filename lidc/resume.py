@@ -8,8 +8,9 @@ Each process that saves results appends them to a journal of its own (`PID-TOKEN
 record after another, instead of writing a file a unit: creating a thousand files cost more than
 reading the thousand series' XML, and more still on a shared file system. A record is written
 whole before the next begins but not synced to the disk (a sync each cost more than the rest of a
-unit of the XML reads). It carries its length and a CRC-32 of its result, so a record that a
-killed process left half-written, or that a power cut damaged, is not read: its unit is redone.
+unit of the XML reads). It carries its length and a CRC-32 of its key and result, so a record
+that a killed process left half-written, or that a power cut damaged, is not read: its unit is
+redone.
 """
 import hashlib
 import os
@@ -23,8 +24,8 @@ from lidc.errors import LidcError
 from lidc.io import pickle_bytes, remove_abandoned, unpickle
 
 JOURNAL = ".journal"
-# A record: this header (magic, key length, result length, CRC-32 of the result), the key and
-# fingerprint pickled, the result pickled (lidc.io.pickle_bytes).
+# A record: this header (magic, key length, result length, CRC-32 of the key and the result), the
+# key and fingerprint pickled, the result pickled (lidc.io.pickle_bytes).
 _HEADER = struct.Struct("<4sIQI")
 _MAGIC = b"LPR1"
 
@@ -67,8 +68,8 @@ class Parts:
         elif self.folder.is_dir():
             _remove_old_parts(self.folder)
         self._kept, self._owner = {}, os.getpid() if keep else None
-        # (key, fp) -> (journal, offset of the result, its length, its CRC); journal -> where
-        # its records read so far end.
+        # (key, fp) -> (journal, where its key begins, the key's length, the result's, the
+        # CRC); journal -> where its records read so far end.
         self._index, self._scanned = {}, {}
 
     def load(self, key, fp):
@@ -82,29 +83,26 @@ class Parts:
             where = self._index.get((key, fp))
         if where is None:
             return None
-        path, offset, length, crc = where
+        path, offset, head, length, crc = where
+        data = _read_record(path, offset, head + length, crc)
         try:
-            with open(path, "rb") as f:
-                f.seek(offset)
-                data = f.read(length)
-        except OSError:
-            return None  # a journal removed meanwhile: redo the unit
-        if len(data) != length or zlib.crc32(data) != crc:
-            return None  # damaged: redo the unit
-        try:
-            return unpickle(data, path)
+            # The key read again with its result: the CRC covers both, so a result is never
+            # taken for another unit's.
+            if data is None or unpickle(data[:head], path) != (key, fp):
+                return None  # damaged, or its journal removed meanwhile: redo the unit
+            return unpickle(data[head:], path)
         except LidcError:
             return None
 
     def save(self, key, fp, result):
         """Stores the result of `key` computed from inputs of fingerprint `fp`."""
-        body = pickle_bytes(result)
-        self._index[(key, fp)] = self._append(pickle_bytes((key, fp)), body, zlib.crc32(body))
+        head, body = pickle_bytes((key, fp)), pickle_bytes(result)
+        self._index[(key, fp)] = self._append(head, body, zlib.crc32(body, zlib.crc32(head)))
         if self._owner == os.getpid():
             self._kept[key] = (fp, result)
 
     def _append(self, head, body, crc):
-        """Appends a record to this process's journal; returns where its result lies. The
+        """Appends a record to this process's journal; returns its index entry. The
         journal is opened for each record and closed after it, so that no process holds one
         open between its units (one deleted meanwhile is then never written on)."""
         f, path = self._journal()
@@ -120,7 +118,7 @@ class Parts:
                 # records after it: the next one goes to a new journal.
                 _journals.pop(self.folder, None)
                 raise
-        return path, start + _HEADER.size + len(head), len(body), crc
+        return path, start + _HEADER.size, len(head), len(body), crc
 
     def stored(self):
         """The (key, fingerprint) pairs of every record read well so far, from every journal."""
@@ -134,21 +132,21 @@ class Parts:
         self._scan()
         total = sum(self._scanned.values())
         keep = {k: w for k, w in self._index.items() if k in live}
-        size = sum(_HEADER.size + w[2] for w in keep.values())
+        size = sum(_HEADER.size + head + length for _, _, head, length, _ in keep.values())
         if total - size <= max(size, 1 << 20):
             return
         old, index = set(self._scanned), {}
         _journals.pop(self.folder, None)  # the records go to a new journal, every old one goes
-        for key_fp, (path, offset, length, crc) in sorted(keep.items(), key=lambda i: i[1]):
-            with open(path, "rb") as f:
-                f.seek(offset)
-                body = f.read(length)
-            if len(body) == length and zlib.crc32(body) == crc:
-                index[key_fp] = self._append(pickle_bytes(key_fp), body, crc)
+        for key_fp, (path, offset, head, length, crc) in sorted(keep.items(),
+                                                                 key=lambda i: i[1]):
+            data = _read_record(path, offset, head + length, crc)
+            if data is not None:
+                index[key_fp] = self._append(data[:head], data[head:], crc)
         for path in old:
             path.unlink(missing_ok=True)
         self._index = index
-        self._scanned = {path: offset + length for path, offset, length, _ in index.values()}
+        self._scanned = {path: offset + head + length
+                         for path, offset, head, length, _ in index.values()}
 
     def _journal(self):
         """This process's journal of the folder, opened for appending; created when the process
@@ -196,9 +194,22 @@ class Parts:
         return dict(self.__dict__, _kept={})
 
 
+def _read_record(path, offset, length, crc):
+    """The `length` bytes of a record's key and result at `offset` of the journal `path`, or
+    None when they are not all there or their CRC is not `crc`."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(length)
+    except OSError:
+        return None
+    return data if len(data) == length and zlib.crc32(data) == crc else None
+
+
 def _records(f, offset):
-    """((key, fp), (offset of the result, its length, its CRC), end of the record) of each whole
-    record of the journal `f` from `offset` on, up to the first that is not."""
+    """((key, fp), (where its key begins, the key's length, the result's, the CRC), end of the
+    record) of each whole record of the journal `f` from `offset` on, up to the first that is
+    not."""
     while True:
         header = f.read(_HEADER.size)
         if len(header) < _HEADER.size:
@@ -209,14 +220,15 @@ def _records(f, offset):
             return
         try:
             key, fp = unpickle(head, f.name)
+            hash((key, fp))
         except (LidcError, TypeError, ValueError):
             return
-        start = offset + _HEADER.size + head_length
+        start = offset + _HEADER.size
         f.seek(length, os.SEEK_CUR)
         if f.tell() > os.fstat(f.fileno()).st_size:
             return  # the result is not all there yet
-        offset = start + length
-        yield (key, fp), (start, length, crc), offset
+        offset = start + head_length + length
+        yield (key, fp), (start, head_length, length, crc), offset
 
 
 def _remove_old_parts(folder):

@@ -66,6 +66,19 @@ def test_a_damaged_result_is_redone_not_read(tmp_path):
     assert Parts(tmp_path, "s").load("unit", "fp") is None
 
 
+def test_a_damaged_key_never_hands_a_result_to_another_unit(tmp_path):
+    parts = Parts(tmp_path, "s")
+    parts.save("unit 1", "fp", result(1))
+    parts.save("unit 3", "fp", result(3))
+    path, = journals(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"unit 1", b"unit 3", 1))  # the first record now says 3
+    again = Parts(tmp_path, "s")
+    assert again.load("unit 1", "fp") is None
+    loaded = again.load("unit 3", "fp")
+    assert loaded is None or loaded["unit"] == 3
+
+
 def test_a_process_appends_after_a_journal_cut_short_by_a_killed_one(tmp_path):
     Parts(tmp_path, "s").save("first", "fp", result(1))
     path, = journals(tmp_path)
