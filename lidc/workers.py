@@ -555,7 +555,8 @@ def run_units(parts, units, func, workers, unit="series", cost=None):
     (item -> a number), the costliest units start first, so that workers finish together rather
     than one waiting on the other's last large unit. On a remote engine (Ray), each unit done is
     then looked for in `parts`: one saved where this process cannot see it is failed, never
-    silently missing from the outputs.
+    silently missing from the outputs. Stored results of inputs that no unit has any more are
+    then dropped once they take more room than the current ones (Parts.compact).
 
     Returns:
       (reused, done, failed) where failed is [(key, reason)]; failed units are not saved, so the
