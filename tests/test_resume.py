@@ -42,12 +42,17 @@ def test_results_come_back_from_the_journal_by_key_and_fingerprint(tmp_path):
     assert len(journals(tmp_path)) == 1  # one file for the process, not one a unit
 
 
-def test_a_record_cut_anywhere_is_not_read_and_those_before_it_are(tmp_path):
+def saved(tmp_path, units):
+    """The journal holding the results of `units` ({key: i}) saved by one process, and its bytes."""
     parts = Parts(tmp_path, "s")
-    parts.save("first", "fp", result(1))
-    parts.save("second", "fp", result(2))
+    for key, i in units.items():
+        parts.save(key, "fp", result(i))
     path, = journals(tmp_path)
-    whole = path.read_bytes()
+    return path, path.read_bytes()
+
+
+def test_a_record_cut_anywhere_is_not_read_and_those_before_it_are(tmp_path):
+    path, whole = saved(tmp_path, {"first": 1, "second": 2})
     start = whole.index(resume._MAGIC, 1)  # where the second record begins
     for cut in range(start, len(whole)):
         path.write_bytes(whole[:cut])
@@ -67,11 +72,7 @@ def test_a_damaged_result_is_redone_not_read(tmp_path):
 
 
 def test_a_damaged_key_never_hands_a_result_to_another_unit(tmp_path):
-    parts = Parts(tmp_path, "s")
-    parts.save("unit 1", "fp", result(1))
-    parts.save("unit 3", "fp", result(3))
-    path, = journals(tmp_path)
-    data = path.read_bytes()
+    path, data = saved(tmp_path, {"unit 1": 1, "unit 3": 3})
     path.write_bytes(data.replace(b"unit 1", b"unit 3", 1))  # the first record now says 3
     again = Parts(tmp_path, "s")
     assert again.load("unit 1", "fp") is None
