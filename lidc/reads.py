@@ -166,10 +166,24 @@ def _declares_doctype(tree):
     return bool(tree.docinfo.doctype) or tree.docinfo.internalDTD is not None
 
 
+class _LocalNames(dict):
+    """{tag: its local name}, filled as tags are met: "{namespace}name" or "name" gives "name";
+    comments and processing instructions (whose tag is not a string) give "". A lookup costs a
+    fifth of splitting the tag each time, for the half a million elements of the archive."""
+
+    def __missing__(self, tag):
+        name = tag.rpartition("}")[2] if isinstance(tag, str) else ""
+        if len(self) < _LOCAL_NAMES_KEPT:  # a file of made-up names cannot grow it forever
+            self[tag] = name
+        return name
+
+
+_LOCAL_NAMES_KEPT = 10_000
+_LOCAL = _LocalNames()
+
+
 def _local(el):
-    # "{namespace}name" or "name"; comments and processing instructions have no string tag.
-    tag = el.tag
-    return tag.rpartition("}")[2] if isinstance(tag, str) else ""
+    return _LOCAL[el.tag]
 
 
 def _children(el, name):
@@ -202,7 +216,7 @@ def _fields(el, names):
     pass over the children that stops once each is found (a region's points come after)."""
     found = {}
     for c in el:
-        name = _local(c)
+        name = _LOCAL[c.tag]
         if name in names and name not in found:
             found[name] = c
             if len(found) == len(names):
@@ -438,9 +452,9 @@ def _session(path, position, el, base, points, markers):
     session = Session(str(path), position, reader, (), marks, dropped, frozenset(), frozenset(),
                       children, markers)
     for index, child in enumerate(children):
-        read_mark = _MARKS.get(_local(child))
+        read_mark = _MARKS.get(_LOCAL[child.tag])
         if read_mark is None:  # a session's own fields (version, radiologist)
-            keys.append((_local(child), (child.text or "").strip(), len(child)))
+            keys.append((_LOCAL[child.tag], (child.text or "").strip(), len(child)))
             continue
         positions.add(index)
         mark, reasons, key = read_mark(path, child, base, points)
@@ -552,7 +566,7 @@ def _signature(el, points, holders=False):
     point, whose values could differ in that way). With `holders` (a non-nodule's, whose point
     holders are its children), the holders' texts are left out, since a run taken out of the
     file has none; a nodule's holders are its regions' children."""
-    texts = (c.text for c in el if _local(c) not in _POINT_NAMES) if holders else \
+    texts = (c.text for c in el if _LOCAL[c.tag] not in _POINT_NAMES) if holders else \
         (c.text for c in el)
     return _local(el), tuple((t or "").strip() for t in texts), tuple(points)
 

@@ -236,6 +236,16 @@ def test_reads_without_namespace_or_with_a_prefix_take_the_bulk_path(tmp_path, n
     assert bulk_regions(tmp_path / "001.xml") == [True, True, True]
 
 
+def test_local_names_stay_right_and_bounded_when_a_file_makes_up_names(tmp_path):
+    made_up = "".join(f"<n{k}>x</n{k}>" for k in range(reads._LOCAL_NAMES_KEPT + 50))
+    fast, slow = both(tmp_path, edited(PLAIN, "<ResponseHeader>",
+                                       f"<junk>{made_up}</junk><ResponseHeader>"))
+    assert fast == slow and len(fast[2]) == 2
+    assert len(reads._LOCAL) <= reads._LOCAL_NAMES_KEPT
+    root = etree.fromstring(b'<a xmlns="http://www.nih.gov"><b/><!--c--><?p x?></a>')
+    assert [reads._local(el) for el in root.iter()] == ["a", "b", "", ""]
+
+
 def test_points_are_c_ordered_int32_rows_and_columns(tmp_path):
     (tmp_path / "001.xml").write_text(PLAIN)
     points = reads.parse_read(tmp_path / "001.xml").marks[0].rois[0].points
