@@ -759,19 +759,26 @@ def _parse_number(path, parent, name, el):
     missing, empty, not a number, not finite or beyond any coordinate."""
     if el is None:
         raise LidcError(path, f"line {parent.sourceline}: <{_local(parent)}> has no <{name}>")
-    where, text = f"line {el.sourceline}", _string(el).strip()
-    if not text:
-        raise LidcError(path, f"{where}: <{name}> is empty")
+    text = _string(el).strip()
     try:
         value = float(text)
     except ValueError:
-        raise LidcError(path, f"{where}: <{name}> is not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise LidcError(path, f"{where}: <{name}> is not a finite number: {text!r}")
-    if abs(value) > _LIMIT:
-        raise LidcError(path, f"{where}: <{name}> is out of range (beyond 1e6 mm or pixels): "
-                              f"{text!r}")
+        value = None
+    # NaN compares false: one test for all that is wrong with a number that parses.
+    if value is None or not abs(value) <= _LIMIT:
+        raise LidcError(path, f"line {el.sourceline}: <{name}> {_what_is_wrong(text, value)}")
     return value
+
+
+def _what_is_wrong(text, value):
+    """Why the text of a number is refused (`value`: its float, or None if it has none)."""
+    if not text:
+        return "is empty"
+    if value is None:
+        return f"is not a number: {text!r}"
+    if not math.isfinite(value):
+        return f"is not a finite number: {text!r}"
+    return f"is out of range (beyond 1e6 mm or pixels): {text!r}"
 
 
 def _characteristics(el):

@@ -4,6 +4,7 @@ import re
 
 import numpy as np
 import pytest
+from lxml import etree
 
 from lidc import reads
 from lidc.errors import LidcError
@@ -139,6 +140,25 @@ def test_a_bad_region_leaves_the_rest_of_its_nodule_and_its_class(tmp_path):
     assert mark.label == NODULE and [r.z for r in mark.rois] == [-10.0, -12.5]
     [(_, reason)] = read.problems
     assert "not a finite number: 'nan'" in reason and "this region of nodule" in reason
+
+
+@pytest.mark.parametrize("value,reason", [
+    ("", "is empty"), (" ", "is empty"), ("twelve", "is not a number: 'twelve'"),
+    ("-inf", "is not a finite number: '-inf'"), ("NaN", "is not a finite number: 'NaN'"),
+    ("-1000000.5", "is out of range (beyond 1e6 mm or pixels): '-1000000.5'")])
+def test_a_bad_z_is_refused_with_its_line_and_why(tmp_path, value, reason):
+    text = lidc_xml([[NODULE_MARK]]).replace("<imageZposition>-12.500000 </imageZposition>",
+                                             f"<imageZposition>{value}</imageZposition>", 1)
+    line = text[:text.index(f"<imageZposition>{value}<")].count("\n") + 1
+    read = reads.parse_read(write(tmp_path, text))
+    [(_, problem)] = read.problems
+    assert f"line {line}: <imageZposition> {reason}: this region of nodule" in problem
+    assert [r.z for r in read.marks[0].rois] == [-10.0, -12.5]  # the other two regions
+
+
+def test_a_z_at_the_limit_is_read():
+    root = etree.fromstring(b"<roi><imageZposition>-1000000</imageZposition></roi>")
+    assert reads._number("f.xml", root, "imageZposition", {"imageZposition": root[0]}) == -1e6
 
 
 @pytest.mark.parametrize("value", ["high", "3.5", "inf", "0", "7", ""])
