@@ -157,11 +157,33 @@ def _columns(marks):
             _by_field(roi_states, _ROI_FIELDS)
     except KeyError:
         return None
+    _one_object_per_string(mark_columns, roi_columns)
     mark_columns["rois"] = [len(m.rois) for m in marks]
     roi_columns["points"] = [len(p) for p in points]
     return {"marks": mark_columns, "rois": roi_columns,
             "centroids": [s.get("centroid") for s in roi_states],
             "points": np.concatenate(points) if points else np.zeros((0, 2), np.int64)}
+
+
+def _one_object_per_string(*tables):
+    """Equal strings in the columns of `tables` (and in their dicts) made one object, in place.
+
+    Pickle writes an object it has seen before as a reference to it, by identity. Marks made
+    in one process share some strings across series (a module's constant, a cached name)
+    that marks loaded back from each series' stored result do not, so the same records would
+    pickle to other bytes after a resumed run or from worker processes. With one object per
+    value, the bytes depend on the values only."""
+    one = {}
+
+    def shared(value):
+        return one.setdefault(value, value) if type(value) is str else value
+
+    for columns in tables:
+        for name, values in columns.items():
+            if all(type(v) is str for v in values):
+                columns[name] = [one.setdefault(v, v) for v in values]
+            elif all(type(v) is dict for v in values):
+                columns[name] = [{shared(k): shared(v) for k, v in d.items()} for d in values]
 
 
 def _by_field(states, names):

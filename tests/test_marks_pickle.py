@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lidc.errors import LidcError
-from lidc.io import load_pickle, save_pickle
+from lidc.io import load_pickle, pickle_bytes, save_pickle, unpickle
 from lidc.records import Mark, Marks, Roi, marks_from_columns
 
 
@@ -46,6 +46,28 @@ def assert_same_records(a, b):
                 assert other.flags.writeable
             else:
                 assert value == other and type(value) is type(other), name
+
+
+def fresh(text):
+    """An equal string that is another object."""
+    return "".join(list(text))
+
+
+def test_equal_records_pickle_to_the_same_bytes_whichever_strings_they_share():
+    # As parsed in one process: a constant status and cached names, one object for all.
+    shared = sample()
+    # As loaded back series by series: each string an object of its own.
+    own = pickle.loads(pickle.dumps(sample()))
+    for m in own:
+        m.reader, m.xml_file = fresh(m.reader), fresh(m.xml_file)
+        m.characteristics = {fresh(k): v for k, v in m.characteristics.items()}
+        for r in m.rois:
+            r.status, r.sop_uid = fresh(r.status), fresh(r.sop_uid)
+    assert own[1].characteristics.keys() == shared[1].characteristics.keys()
+    assert next(iter(own[1].characteristics)) is not next(iter(own[3].characteristics))
+    assert pickle_bytes(Marks(own)) == pickle_bytes(Marks(shared))
+    assert pickle.dumps(Marks(own)) == pickle.dumps(Marks(shared))
+    assert_same_records(own, unpickle(pickle_bytes(Marks(own)), "m.pkl"))
 
 
 @pytest.mark.parametrize("plain_arrays", [False, True])
