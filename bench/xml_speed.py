@@ -292,7 +292,11 @@ def breakdown(folder, scratch=None):
                mock.patch.object(annotations, "save_pickle",
                                  clock("save_pickle", annotations.save_pickle)),
                mock.patch.object(annotations, "write_csv",
-                                 clock("write_csv", annotations.write_csv))]
+                                 clock("write_csv", annotations.write_csv)),
+               mock.patch.object(annotations, "write_csv_columns",
+                                 clock("write_csv", annotations.write_csv_columns)),
+               mock.patch.object(annotations, "csv_columns",
+                                 clock("write_csv", annotations.csv_columns))]
     with tempfile.TemporaryDirectory(dir=scratch) as tmp, contextlib.ExitStack() as stack:
         for patch in patches:
             stack.enter_context(patch)

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import pickle
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -199,20 +200,61 @@ os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 def write_csv(path, rows, fieldnames):
     """Writes rows to a CSV atomically: dicts, or lists of the values in `fieldnames`' order;
-    None becomes an empty cell.
+    None becomes an empty cell. The bytes are csv.writer's (see write_csv_columns).
 
     UTF-8, with surrogate escapes written back as the bytes they stand for: a file name that
     is not UTF-8 (Python decodes such names with surrogateescape) is written as it is on disk,
     and `read_csv` gives back the same string, so the path still opens the file.
     """
+    rows = [[row.get(k) for k in fieldnames] if isinstance(row, dict) else row for row in rows]
+    if any(len(row) != len(fieldnames) for row in rows):
+        raise ValueError(f"{path}: a row does not have the {len(fieldnames)} columns "
+                         f"{fieldnames}")
+    columns = list(map(list, zip(*rows))) if rows else [[] for _ in fieldnames]
+    write_csv_columns(path, columns, fieldnames)
+
+
+def write_csv_columns(path, columns, fieldnames):
+    """Writes a CSV atomically from its columns (one list of values per name of `fieldnames`,
+    all as long): the bytes csv.writer writes for the same rows (None an empty cell, other
+    values by str(), a cell with a comma, a quote or a line break quoted), in a third of its
+    time, a column at a time instead of a cell at a time. Encoded as write_csv says."""
+    if len(columns) != len(fieldnames) or len({len(c) for c in columns}) > 1:
+        raise ValueError(f"{path}: {len(columns)} columns of unequal length for the "
+                         f"{len(fieldnames)} names {fieldnames}")
+    alone = len(columns) == 1
+    cells = [_csv_cells(column, alone) for column in columns]
+    lines = [",".join(_csv_cells(list(fieldnames), alone)), *map(",".join, zip(*cells))]
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8",
                                         errors="surrogateescape") as f:
-        # csv.writer on lists: DictWriter's per-row checks doubled the time of a large table.
-        writer = csv.writer(f)
-        writer.writerow(fieldnames)
-        # (csv.writer writes None as an empty cell itself.)
-        writer.writerows(["" if (value := row.get(k)) is None else value for k in fieldnames]
-                         if isinstance(row, dict) else row for row in rows)
+        f.write("\r\n".join(lines) + "\r\n")
+
+
+# What makes csv.writer (the excel dialect) quote a cell: its delimiter, its quote character, a
+# character of its line terminator.
+_CSV_SPECIAL = re.compile(r'[,"\r\n]')
+
+
+def _csv_cells(values, alone):
+    """The cells csv.writer writes for `values` (a column), quoted where it would quote them;
+    `alone`: the column is a row's only cell (csv.writer quotes an empty one, or the row would
+    be blank)."""
+    types = set(map(type, values))
+    if types <= _CONVERTED_ALONE:  # one C loop for a column of numbers
+        values = list(map(str, values))
+    elif types != {str} and values:
+        values = ["" if v is None else v if type(v) is str else str(v) for v in values]
+    if _CSV_SPECIAL.search("".join(values)):
+        # Each distinct value once: the columns that need it (notes, paths) repeat a few values.
+        cells = {v: f'"{v.replace(chr(34), chr(34) * 2)}"' if _CSV_SPECIAL.search(v) else v
+                 for v in set(values)}
+        values = list(map(cells.__getitem__, values))
+    if alone:
+        values = [v or '""' for v in values]
+    return values
+
+
+_CONVERTED_ALONE = {int, float}
 
 
 def read_csv(path):

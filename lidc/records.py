@@ -6,7 +6,8 @@ pickles (see lidc.io.load_pickle), so a tampered pickle cannot run code.
 """
 from dataclasses import dataclass, field, fields
 from functools import cached_property
-from operator import itemgetter
+from itertools import chain, repeat
+from operator import attrgetter, itemgetter
 
 import numpy as np
 
@@ -139,18 +140,26 @@ _ROI_FIELDS = tuple(f.name for f in fields(Roi))
 
 def _columns(marks):
     """The columns of `marks`, or None where they are not plain records (a subclass, an
-    attribute beyond the fields, points that do not stack): those are pickled one by one."""
-    rois = [r for m in marks for r in m.rois]
-    if any(type(m) is not Mark for m in marks) or any(type(r) is not Roi for r in rois):
+    attribute beyond the fields, points that do not stack): those are pickled one by one.
+    Each check is one C loop over the records (map, set), for the archive's 37,000 marks."""
+    rois = list(chain.from_iterable(map(attrgetter("rois"), marks)))
+    if not set(map(type, marks)) <= {Mark} or not set(map(type, rois)) <= {Roi}:
         return None
-    mark_states, roi_states = [m.__dict__ for m in marks], [r.__dict__ for r in rois]
-    if any(len(s) != len(_MARK_FIELDS) for s in mark_states) or \
-            not all(len(s) == len(_ROI_FIELDS) or (len(s) == len(_ROI_FIELDS) + 1 and
-                                                   "centroid" in s) for s in roi_states):
+    mark_states, roi_states = list(map(vars, marks)), list(map(vars, rois))
+    centroids = list(map(dict.get, roi_states, repeat("centroid")))
+    sizes = set(map(len, roi_states))
+    computed = len(rois) - centroids.count(None)
+    # Every region has its fields, and those with one more have their centroid kept.
+    if not set(map(len, mark_states)) <= {len(_MARK_FIELDS)} or \
+            not sizes <= {len(_ROI_FIELDS), len(_ROI_FIELDS) + 1} or \
+            sum(map(len, roi_states)) - len(_ROI_FIELDS) * len(rois) != computed:
         return None
-    points = [r.points for r in rois]
-    if not all(isinstance(p, np.ndarray) and p.ndim == 2 and p.shape[1] == 2 for p in points) \
-            or len({p.dtype for p in points}) > 1:
+    points = list(map(attrgetter("points"), rois))
+    if not set(map(type, points)) <= {np.ndarray} or \
+            len(set(map(attrgetter("dtype"), points))) > 1:
+        return None
+    shapes = list(map(attrgetter("shape"), points))
+    if not set(map(len, shapes)) <= {2} or not set(map(itemgetter(1), shapes)) <= {2}:
         return None
     try:
         mark_columns, roi_columns = _by_field(mark_states, _MARK_FIELDS), \
@@ -158,10 +167,9 @@ def _columns(marks):
     except KeyError:
         return None
     _one_object_per_string(mark_columns, roi_columns)
-    mark_columns["rois"] = [len(m.rois) for m in marks]
-    roi_columns["points"] = [len(p) for p in points]
-    return {"marks": mark_columns, "rois": roi_columns,
-            "centroids": [s.get("centroid") for s in roi_states],
+    mark_columns["rois"] = list(map(len, mark_columns["rois"]))
+    roi_columns["points"] = list(map(len, points))
+    return {"marks": mark_columns, "rois": roi_columns, "centroids": centroids,
             "points": np.concatenate(points) if points else np.zeros((0, 2), np.int64)}
 
 
@@ -180,10 +188,12 @@ def _one_object_per_string(*tables):
 
     for columns in tables:
         for name, values in columns.items():
-            if all(type(v) is str for v in values):
-                columns[name] = [one.setdefault(v, v) for v in values]
-            elif all(type(v) is dict for v in values):
-                columns[name] = [{shared(k): shared(v) for k, v in d.items()} for d in values]
+            kinds = set(map(type, values))
+            if kinds == {str}:
+                columns[name] = list(map(one.setdefault, values, values))
+            elif kinds == {dict}:  # a new dict for each, as for the ones with strings
+                columns[name] = [{shared(k): shared(v) for k, v in d.items()} if d else {}
+                                 for d in values]
 
 
 def _by_field(states, names):

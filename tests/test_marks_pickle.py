@@ -95,7 +95,8 @@ class Flagged(Roi):
     pass
 
 
-@pytest.mark.parametrize("odd", ["subclass", "attribute", "dtypes", "shape"])
+@pytest.mark.parametrize("odd", ["subclass", "attribute", "dtypes", "shape", "columns",
+                                 "list"])
 def test_records_that_are_not_plain_are_pickled_one_by_one(tmp_path, odd):
     marks = sample()
     first = marks[1].rois[0]
@@ -105,11 +106,17 @@ def test_records_that_are_not_plain_are_pickled_one_by_one(tmp_path, odd):
         marks[1].extra = "kept"
     elif odd == "dtypes":
         first.points = first.points.astype(np.int64)
-    else:
+    elif odd == "shape":
         first.points = first.points.reshape(-1)
+    elif odd == "columns":  # (n, 3): rows that do not stack with the others' (n, 2)
+        first.points = np.repeat(first.points, 3, axis=1)[:, :3]
+    else:
+        first.points = first.points.tolist()
     save_pickle(tmp_path / "m.pkl", Marks(marks))
     assert b"marks_from_columns" not in (tmp_path / "m.pkl").read_bytes()
-    if odd != "subclass":  # a class of a test module is not loaded back (lidc.io)
+    if odd == "list":
+        assert load_pickle(tmp_path / "m.pkl")[1].rois[0].points == first.points
+    elif odd != "subclass":  # a class of a test module is not loaded back (lidc.io)
         assert_same_records(marks, load_pickle(tmp_path / "m.pkl"))
 
 
