@@ -254,6 +254,15 @@ def test_adding_patients_leaves_earlier_ones_unchanged(cohort, tmp_path):
     assert files_of(tmp_path / "LIDC-IDRI-0001") == files_of(root / "LIDC-IDRI-0001")
 
 
+def test_two_workers_write_the_same_files_as_one(cohort, tmp_path):
+    root, summary, _ = cohort
+    seen = []
+    again = write(tmp_path, workers=2, on_patient=lambda name, written: seen.append(name))
+    assert files_of(tmp_path) == files_of(root)  # cohort.json included
+    assert again["files"] == summary["files"]
+    assert seen == [synthetic.patient_id(k) for k in range(1, PATIENTS + 1)]
+
+
 def test_resume_skips_complete_patients(tmp_path):
     first = write(tmp_path, patients=2, size=96, slices=8)
     assert (first["patients_written"], first["patients_skipped"]) == (2, 0)

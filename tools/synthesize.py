@@ -9,7 +9,7 @@ The ground truth goes to ROOT/cohort.json. Patients already written are skipped 
 Usage:
 
     python -m tools.synthesize                       # 12 patients into data/LIDC-IDRI
-    python -m tools.synthesize --patients 40 --size 512 --slices 128 --root /tmp/lidc
+    python -m tools.synthesize --patients 40 --size 512 --slices 128 --root /tmp/lidc --workers 2
 """
 from lidc import synthetic
 from lidc.records import CLASS_NAMES
@@ -18,7 +18,7 @@ from tools import cli
 
 def build_parser():
     p = cli.parser(__doc__.split("\n\n")[0] + " The ground truth goes to ROOT/cohort.json; "
-                   "finished patients are skipped unless --force.", "root", "seed", "force")
+                   "finished patients are skipped unless --force.", "root", "workers", "seed", "force")
     p.add_argument("--patients", type=int, default=synthetic.DEFAULT_PATIENTS,
                    help="how many patients, LIDC-IDRI-0001 onward")
     p.add_argument("--size", type=int, default=synthetic.DEFAULT_SIZE,
@@ -38,14 +38,9 @@ def main(argv=None):
         parser.error(f"--size must be at least {synthetic.MIN_SIZE}")
     if args.slices < synthetic.MIN_SLICES:
         parser.error(f"--slices must be at least {synthetic.MIN_SLICES}")
-    with cli.progress(total=args.patients, desc="synthesize", unit="patient") as bar:
-        def on_patient(patient_id, written):
-            bar.set_postfix_str(f"{patient_id} {'written' if written else 'skipped'}")
-            bar.update()
-
-        result = synthetic.write_cohort(args.root, patients=args.patients, size=args.size,
-                                        slices=args.slices, seed=args.seed, force=args.force,
-                                        on_patient=on_patient)
+    result = synthetic.write_cohort(args.root, patients=args.patients, size=args.size,
+                                    slices=args.slices, seed=args.seed, force=args.force,
+                                    workers=args.workers)
     counts = {"patients written": result["patients_written"],
               "patients skipped (already complete)": result["patients_skipped"],
               "files written": result["files"]}

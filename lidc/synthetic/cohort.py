@@ -23,6 +23,7 @@ from lidc.io import write_json
 from lidc.records import CLASS_NAMES
 from lidc.synthetic.dicom_writer import write_ct_series
 from lidc.synthetic.patient import DEFAULT_SIZE, DEFAULT_SLICES, make_patient, patient_id
+from lidc.workers import parallel_map
 
 DEFAULT_PATIENTS = 12
 MIN_SIZE = 64
@@ -39,15 +40,18 @@ class Recipe:
     slices: int = DEFAULT_SLICES
 
 
-def write_cohort(root, patients=DEFAULT_PATIENTS, force=False, on_patient=None, **recipe):
+def write_cohort(root, patients=DEFAULT_PATIENTS, force=False, on_patient=None, workers=1,
+                 **recipe):
     """Writes (or completes) a demo cohort under `root` and its ground truth `root/cohort.json`.
 
     Args:
       root: the LIDC root to write (created if missing).
       patients: how many patients, LIDC-IDRI-0001 .. LIDC-IDRI-NNNN.
       force: rewrite patients that are already complete.
-      on_patient: called as on_patient(patient_id, written) after each patient, written False
-        when it was skipped.
+      on_patient: called as on_patient(patient_id, written) for each patient: first for those
+        skipped (written False), then for each written, in patient order.
+      workers: processes writing patients at once (lidc.workers.parallel_map); the files are
+        the same with any number, since patient k depends only on the recipe and k.
       **recipe: the fields of Recipe: `seed` (fixes every random choice), `size` (rows =
         columns of each CT slice; pixel spacing is 360 mm / size), `slices` (per series).
     Returns:
@@ -69,26 +73,41 @@ def write_cohort(root, patients=DEFAULT_PATIENTS, force=False, on_patient=None, 
     cohort = _read_or_start(root)
     stamp = {"seed": int(made_with.seed), "size": int(made_with.size),
              "slices": int(made_with.slices)}
-    written = skipped = files = 0
+    pending = []
     for k in range(1, patients + 1):
         name = patient_id(k)
         entry = cohort["patients"].get(name)
-        done = not force and _complete(root, entry, stamp)
-        if done:
-            skipped += 1
+        if not force and _complete(root, entry, stamp):
+            if on_patient is not None:
+                on_patient(name, False)
         else:
             _check_ours(root, name, entry)
-            cohort["patients"][name] = {"state": "writing", "made_with": stamp}
-            write_json(root / COHORT_FILE, cohort)
-            patient = make_patient(made_with.seed, k, made_with.size, made_with.slices)
-            files += write_patient(root, patient)
-            cohort["patients"][name] = truth_entry(patient, stamp)
-            write_json(root / COHORT_FILE, cohort)
-            written += 1
+            pending.append(k)
+    # Recorded as being written before any is: a run killed midway redoes exactly these.
+    for k in pending:
+        cohort["patients"][patient_id(k)] = {"state": "writing", "made_with": stamp}
+    if pending:
+        write_json(root / COHORT_FILE, cohort)
+    files = 0
+    jobs = [(str(root), made_with, stamp, k) for k in pending]
+    for name, entry, count in parallel_map(_write_one, jobs, workers, "synthesize", "patient"):
+        cohort["patients"][name] = entry
+        write_json(root / COHORT_FILE, cohort)
+        files += count
         if on_patient is not None:
-            on_patient(name, not done)
+            on_patient(name, True)
     removed = _remove_beyond(root, cohort, patients)
-    return {**_summary(root, cohort, written, skipped, files), "patients_removed": removed}
+    return {**_summary(root, cohort, len(pending), patients - len(pending), files),
+            "patients_removed": removed}
+
+
+def _write_one(job):
+    """Makes and writes patient k (a worker's task); returns (its id, its cohort.json entry,
+    the files written)."""
+    root, made_with, stamp, k = job
+    patient = make_patient(made_with.seed, k, made_with.size, made_with.slices)
+    files = write_patient(root, patient)
+    return patient.name, truth_entry(patient, stamp), files
 
 
 def _remove_beyond(root, cohort, patients):
