@@ -217,8 +217,9 @@ def write_csv(path, rows, fieldnames):
 def write_csv_columns(path, columns, fieldnames):
     """Writes a CSV atomically from its columns (one list of values per name of `fieldnames`,
     all as long): the bytes csv.writer writes for the same rows (None an empty cell, other
-    values by str(), a cell with a comma, a quote or a line break quoted), in a third of its
-    time, a column at a time instead of a cell at a time. Encoded as write_csv says."""
+    values by str(), a cell with a comma, a quote or a line break quoted), a column at a time:
+    the checks and conversions are C loops over a column, not a call per cell. Encoded as
+    write_csv says."""
     if len(columns) != len(fieldnames) or len({len(c) for c in columns}) > 1:
         raise ValueError(f"{path}: {len(columns)} columns of unequal length for the "
                          f"{len(fieldnames)} names {fieldnames}")
@@ -240,7 +241,7 @@ def _csv_cells(values, alone):
     `alone`: the column is a row's only cell (csv.writer quotes an empty one, or the row would
     be blank)."""
     types = set(map(type, values))
-    if types <= _CONVERTED_ALONE:  # one C loop for a column of numbers
+    if types <= _NUMBER_TYPES:  # one C loop for a column of numbers
         values = list(map(str, values))
     elif types != {str} and values:
         values = ["" if v is None else v if type(v) is str else str(v) for v in values]
@@ -254,7 +255,7 @@ def _csv_cells(values, alone):
     return values
 
 
-_CONVERTED_ALONE = {int, float}
+_NUMBER_TYPES = {int, float}
 
 
 def read_csv(path):
