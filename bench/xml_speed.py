@@ -313,7 +313,7 @@ PARTS = {"headers": "XML headers (grouping files by series)",
          "assemble": "assembling the series' results",
          "lesion_table": "the lesions table (lidc.luna16.lesion_rows)",
          "save_pickle": "writing annotations.pkl",
-         "write_csv": "writing annotations.csv and lesions.csv",
+         "write_csv": "building and writing annotations.csv and lesions.csv",
          "rest": "the rest (units, sessions once, counts)",
          "total": "total"}
 
