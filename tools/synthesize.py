@@ -18,7 +18,8 @@ from tools import cli
 
 def build_parser():
     p = cli.parser(__doc__.split("\n\n")[0] + " The ground truth goes to ROOT/cohort.json; "
-                   "finished patients are skipped unless --force.", "root", "workers", "seed", "force")
+                   "finished patients are skipped unless --force.",
+                   "root", "workers", "seed", "force")
     p.add_argument("--patients", type=int, default=synthetic.DEFAULT_PATIENTS,
                    help="how many patients, LIDC-IDRI-0001 onward")
     p.add_argument("--size", type=int, default=synthetic.DEFAULT_SIZE,
