@@ -71,8 +71,16 @@ def write_cohort(root, patients=DEFAULT_PATIENTS, force=False, on_patient=None, 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     cohort = _read_or_start(root)
-    stamp = {"seed": int(made_with.seed), "size": int(made_with.size),
-             "slices": int(made_with.slices)}
+    pending = _pending(root, cohort, patients, _stamp(made_with), force, on_patient)
+    files = _write_pending(root, cohort, made_with, pending, workers, on_patient)
+    removed = _remove_beyond(root, cohort, patients)
+    return {**_summary(root, cohort, len(pending), patients - len(pending), files),
+            "patients_removed": removed}
+
+
+def _pending(root, cohort, patients, stamp, force, on_patient):
+    """The numbers k of the patients to write (all with `force`, else those not complete with
+    this recipe); on_patient hears of each one skipped."""
     pending = []
     for k in range(1, patients + 1):
         name = patient_id(k)
@@ -83,31 +91,41 @@ def write_cohort(root, patients=DEFAULT_PATIENTS, force=False, on_patient=None, 
         else:
             _check_ours(root, name, entry)
             pending.append(k)
+    return pending
+
+
+def _stamp(made_with):
+    """What cohort.json keeps of a Recipe (`made_with`), as plain numbers."""
+    return {"seed": int(made_with.seed), "size": int(made_with.size),
+            "slices": int(made_with.slices)}
+
+
+def _write_pending(root, cohort, made_with, pending, workers, on_patient):
+    """Writes the `pending` patients with `workers` processes, recording each in cohort.json
+    as it is done; returns the number of files written."""
     # Recorded as being written before any is: a run killed midway redoes exactly these.
     for k in pending:
-        cohort["patients"][patient_id(k)] = {"state": "writing", "made_with": stamp}
+        cohort["patients"][patient_id(k)] = {"state": "writing", "made_with": _stamp(made_with)}
     if pending:
         write_json(root / COHORT_FILE, cohort)
     files = 0
-    jobs = [(str(root), made_with, stamp, k) for k in pending]
+    jobs = [(str(root), made_with, k) for k in pending]
     for name, entry, count in parallel_map(_write_one, jobs, workers, "synthesize", "patient"):
         cohort["patients"][name] = entry
         write_json(root / COHORT_FILE, cohort)
         files += count
         if on_patient is not None:
             on_patient(name, True)
-    removed = _remove_beyond(root, cohort, patients)
-    return {**_summary(root, cohort, len(pending), patients - len(pending), files),
-            "patients_removed": removed}
+    return files
 
 
 def _write_one(job):
     """Makes and writes patient k (a worker's task); returns (its id, its cohort.json entry,
     the files written)."""
-    root, made_with, stamp, k = job
+    root, made_with, k = job
     patient = make_patient(made_with.seed, k, made_with.size, made_with.slices)
     files = write_patient(root, patient)
-    return patient.name, truth_entry(patient, stamp), files
+    return patient.name, truth_entry(patient, _stamp(made_with)), files
 
 
 def _remove_beyond(root, cohort, patients):
